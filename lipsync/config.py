@@ -1,0 +1,98 @@
+"""Frozen configurations that flow from the CLI (or the API, or the demo) into the pipeline.
+
+Defaults match how the released Wav2Lip weights were trained and evaluated, and are the single source of
+defaults: the CLI reads them from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from lipsync.errors import LipSyncError
+
+EXTEND_MODES = ("pingpong", "loop", "freeze")
+MEL_TIMINGS = ("training", "official")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How one video is lip-synced (per request; the models themselves are chosen when the pipeline is built).
+
+    Attributes:
+        batch_size: frames per generator call.
+        pads: (top, bottom, left, right) pixels added to detected boxes (Wav2Lip `--pads`, default includes
+            the chin).
+        box: one fixed [x1, y1, x2, y2] face box for every frame; skips detection.
+        boxes: one entry per decoded frame, None or [x1, y1, x2, y2]; skips detection.
+        smooth: average detected boxes over neighbouring frames.
+        fps: frame rate given to a photo.
+        extend: how a video shorter than the audio is continued: "pingpong" (forward, backward, ...),
+            "loop" or "freeze" (repeat the last frame).
+        mel_timing: "training" (Wav2Lip's training alignment, from each frame's timestamp) or "official"
+            (`inference.py`'s int(80 i / fps), for side-by-side comparison).
+        detect_max_side: the detector sees frames shrunk to this longer side.
+        crf: x264 quality (lower is better; 18 is visually lossless).
+        preset: x264 speed preset.
+    """
+
+    batch_size: int = 64
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    box: tuple[float, float, float, float] | None = None
+    boxes: tuple[tuple[float, float, float, float] | None, ...] | None = None
+    smooth: bool = True
+    fps: float = 25.0
+    extend: str = "pingpong"
+    mel_timing: str = "training"
+    detect_max_side: int = 640
+    crf: int = 18
+    preset: str = "veryfast"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise LipSyncError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.extend not in EXTEND_MODES:
+            raise LipSyncError(f"--extend must be one of {', '.join(EXTEND_MODES)}, got {self.extend!r}")
+        if self.mel_timing not in MEL_TIMINGS:
+            raise LipSyncError(f"--mel-timing must be one of {', '.join(MEL_TIMINGS)}, got {self.mel_timing!r}")
+        if not 0 < self.fps <= 240:
+            raise LipSyncError(f"--fps must be in (0, 240], got {self.fps}")
+        if len(self.pads) != 4:
+            raise LipSyncError(f"--pads needs 4 numbers (top bottom left right), got {len(self.pads)}")
+        if not 0 <= self.crf <= 51:
+            raise LipSyncError(f"--crf must be in [0, 51], got {self.crf}")
+        if self.box is not None and self.boxes is not None:
+            raise LipSyncError("give either --box or --boxes, not both")
+        if self.detect_max_side < 64:
+            raise LipSyncError(f"--detect-max-side must be at least 64, got {self.detect_max_side}")
+
+    def with_overrides(self, **overrides: Any) -> "InferenceConfig":
+        """A copy with some fields replaced; unknown names are an error."""
+        known = {item.name for item in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise LipSyncError(f"unknown inference option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the models run (chosen once, when the pipeline is built).
+
+    Attributes:
+        device: "auto" picks cuda, then mps, then cpu.
+        precision: "auto" uses bf16 where the hardware runs it fast (CUDA with bf16, or a CPU with
+            AVX-512 BF16 / AMX), fp32 otherwise.
+        num_threads: torch CPU threads; 0 leaves torch's default.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise LipSyncError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise LipSyncError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
