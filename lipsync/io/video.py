@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -157,7 +158,7 @@ class VideoReader:
             self._pts.append(pts)
             self._index_by_pts[pts] = index
         time = float((pts - self._first_pts) * self.info.time_base)
-        return Frame(index=index, time=time, image=decoded.to_ndarray(format="bgr24"))
+        return Frame(index=index, time=time, image=to_bgr(decoded))
 
     def read_range(self, start: int, stop: int) -> list[Frame]:
         """Decode frames [start, stop) of a video that has been iterated once already.
@@ -172,6 +173,28 @@ class VideoReader:
             if frame.index >= stop - 1:
                 break
         return frames
+
+
+# libavutil's AVColorRange value for full ("JPEG") range.
+_FULL_RANGE = 2
+
+
+def to_bgr(frame: av.VideoFrame) -> NDArray[np.uint8]:
+    """Convert a decoded frame to (h, w, 3) uint8 BGR.
+
+    Limited-range 4:2:0 (almost every video) goes through OpenCV's BT.601 conversion, whose round trip with
+    `from_bgr` is exact, so untouched pixels come back as they were; swscale's default path is biased by
+    about one level. Anything else (full range, 4:4:4, 10-bit) goes through swscale.
+    """
+    if frame.format.name == "yuv420p" and frame.color_range != _FULL_RANGE and frame.width % 2 == 0 \
+            and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
+
+
+def from_bgr(image: NDArray[np.uint8]) -> av.VideoFrame:
+    """(h, w, 3) uint8 BGR with even sides -> a limited-range yuv420p frame (inverse of `to_bgr`)."""
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
 
 
 def frame_size_for_encoder(width: int, height: int) -> tuple[int, int]:

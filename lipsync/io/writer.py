@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from lipsync.audio.decode import _describe, open_media
 from lipsync.errors import LipSyncError
-from lipsync.io.video import frame_size_for_encoder, pad_to_even
+from lipsync.io.video import frame_size_for_encoder, from_bgr, pad_to_even
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1   # rounding must never make timestamps collide
         self._last_pts = pts
-        frame = av.VideoFrame.from_ndarray(pad_to_even(image), format="bgr24")
+        frame = from_bgr(pad_to_even(image))
         frame.pts = pts
         frame.time_base = self._time_base
         self._container.mux(self._stream.encode(frame))
