@@ -96,3 +96,69 @@ class RuntimeConfig:
             raise LipSyncError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise LipSyncError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One optimiser: AdamW with linear warm-up, then constant or cosine decay.
+
+    Attributes:
+        lr: peak learning rate.
+        betas, weight_decay, eps: AdamW's.
+        warmup_steps: linear ramp from 0 to `lr`.
+        schedule: "constant" or "cosine" (to `min_lr_ratio * lr` at the last step).
+        grad_clip: clip the global gradient norm to this (0: no clipping).
+    """
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise LipSyncError(f"optimiser schedule must be constant or cosine, got {self.schedule!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop's own settings (recipes carry their model and loss settings).
+
+    Attributes:
+        run_dir: where checkpoints, metrics.jsonl, config.json and samples go.
+        max_steps: optimiser steps to reach (a resumed run continues up to it).
+        batch_size: samples per process per micro-step.
+        grad_accum_steps: micro-steps per optimiser step.
+        precision: "auto" (bf16 autocast on CUDA with bf16, fp32 elsewhere), "fp32" or "bf16".
+        device: "auto", "cpu", "cuda".
+        seed: drives weights init, data order and per-sample randomness.
+        num_workers: DataLoader workers per process.
+        log_every, val_every, checkpoint_every: in optimiser steps (0 disables validation/checkpoints
+            except the final checkpoint).
+        val_batches: validation batches per evaluation (0: the whole validation set).
+        keep_checkpoints: how many step checkpoints to keep besides the latest.
+    """
+
+    run_dir: str
+    max_steps: int = 1000
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 2
+    log_every: int = 10
+    val_every: int = 500
+    val_batches: int = 20
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum_steps < 1:
+            raise LipSyncError("max_steps, batch_size and grad_accum_steps must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise LipSyncError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
