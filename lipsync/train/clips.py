@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,34 +30,39 @@ FORMAT_VERSION = 1
 META = "meta.json"
 
 
-@dataclass(frozen=True)
-class ClipArrays:
-    """Everything preprocessing produced for one clip, before it is written."""
+class ClipWriter:
+    """Build a clip in a temporary sibling directory; `commit` writes meta.json and renames it into place.
 
-    times: NDArray[np.float64]
-    has_face: NDArray[np.bool_]
-    boxes: NDArray[np.float32]
-    faces96: NDArray[np.uint8]
-    faces224: NDArray[np.uint8]
-    audio16k: NDArray[np.int16]
-    mel: NDArray[np.float32]
-    landmarks68: NDArray[np.float32] | None = None
+    Large arrays are created with `open_memmap` and filled frame by frame, so a long video never sits in RAM.
+    Leaving the `with` block without `commit` (an error) deletes the partial directory.
+    """
 
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.temporary = self.directory.with_name(f".{self.directory.name}.partial")
 
-def write_clip(directory: Path, arrays: ClipArrays, meta: dict[str, Any]) -> None:
-    """Write a clip atomically: into a temporary sibling directory, renamed when complete."""
-    directory = Path(directory)
-    temporary = directory.with_name(f".{directory.name}.partial")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    for name in ("times", "has_face", "boxes", "faces96", "faces224", "audio16k", "mel", "landmarks68"):
-        value = getattr(arrays, name)
-        if value is not None:
-            np.save(temporary / f"{name}.npy", np.ascontiguousarray(value))
-    full_meta = {"format_version": FORMAT_VERSION, "num_frames": int(len(arrays.times)), **meta}
-    (temporary / META).write_text(json.dumps(full_meta, indent=2) + "\n")
-    shutil.rmtree(directory, ignore_errors=True)
-    temporary.rename(directory)
+    def __enter__(self) -> "ClipWriter":
+        shutil.rmtree(self.temporary, ignore_errors=True)
+        self.temporary.mkdir(parents=True)
+        self._committed = False
+        return self
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.memmap:
+        """A zero-filled array on disk to fill in place."""
+        return np.lib.format.open_memmap(self.temporary / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+
+    def save(self, name: str, value: NDArray) -> None:
+        np.save(self.temporary / f"{name}.npy", np.ascontiguousarray(value))
+
+    def commit(self, meta: dict[str, Any]) -> None:
+        (self.temporary / META).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n")
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.temporary.rename(self.directory)
+        self._committed = True
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if not self._committed:
+            shutil.rmtree(self.temporary, ignore_errors=True)
 
 
 class Clip:

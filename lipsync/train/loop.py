@@ -61,14 +61,13 @@ class Trainer:
     Args:
         recipe: models, data and losses.
         config: loop settings.
-        recipe_config: the recipe's own configuration, saved to config.json and checkpoints.
         progress: a tqdm class for rank 0's progress bar, or None.
     """
 
-    def __init__(self, recipe: Recipe, config: TrainConfig, recipe_config: Any = None, progress: Any = None) -> None:
+    def __init__(self, recipe: Recipe, config: TrainConfig, progress: Any = None) -> None:
         self.recipe = recipe
         self.config = config
-        self.recipe_config = recipe_config
+        self.recipe_config = recipe.config
         self.progress = progress
         self.run_dir = Path(config.run_dir)
         self.context: DistributedContext = init_distributed(resolve_device(config.device))

@@ -42,6 +42,7 @@ class Recipe(Protocol):
     """One kind of training (SyncNet expert, lip-sync generator, MARLIN pretraining)."""
 
     name: str
+    config: Any          # a frozen dataclass: saved to config.json and into every checkpoint
 
     def build_models(self, device: torch.device) -> dict[str, nn.Module]:
         """Every module, on `device`; frozen ones have requires_grad False."""
