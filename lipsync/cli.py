@@ -30,7 +30,8 @@ def _defaults(config_class: type) -> dict[str, object]:
 
 
 def _add_infer(commands: argparse._SubParsersAction) -> None:
-    from lipsync.config import EXTEND_MODES, MEL_TIMINGS, PRECISIONS, InferenceConfig, RuntimeConfig
+    from lipsync.config import (EXTEND_MODES, MEL_TIMINGS, MISSING_FACE_POLICIES, PRECISIONS, SMOOTHING_LEVELS,
+                                InferenceConfig, RuntimeConfig)
     from lipsync.generators import GENERATOR_MODELS
 
     defaults = _defaults(InferenceConfig)
@@ -57,9 +58,31 @@ def _add_infer(commands: argparse._SubParsersAction) -> None:
                        help="JSON list, one entry per decoded frame: null or [x1, y1, x2, y2] (skips detection)")
     parser.add_argument("--pads", type=int, nargs=4, default=list(defaults["pads"]),
                         metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="pixels added to detected boxes")
-    parser.add_argument("--no-smooth", action="store_true", help="do not smooth detected boxes over time")
+    parser.add_argument("--smooth", choices=SMOOTHING_LEVELS, default=defaults["smooth"],
+                        help="steady detected boxes over time (one-euro filter)")
+    parser.add_argument("--no-smooth", action="store_true", help="same as --smooth off")
+    parser.add_argument("--on-missing-face", choices=MISSING_FACE_POLICIES, default=defaults["on_missing_face"],
+                        help="frames without a face: leave them unchanged, interpolate boxes across gaps of at "
+                             "most --max-gap frames, or stop with an error naming the frames")
+    parser.add_argument("--max-gap", type=int, default=defaults["max_gap"],
+                        help="longest gap (frames) that --on-missing-face interpolate fills")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--face-index", type=int, default=None, metavar="N",
+                       help="lip-sync the N-th face from the left (0-based) where faces first appear "
+                            "(default: the largest face)")
+    which.add_argument("--select-box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
+                       help="lip-sync the face that overlaps this box most")
+    parser.add_argument("--detect-every", type=int, default=defaults["detect_every"], metavar="K",
+                        help="run the face detector on every K-th frame (and at scene cuts); track in between")
     parser.add_argument("--detect-max-side", type=int, default=defaults["detect_max_side"],
                         help="the detector sees frames shrunk to this longer side")
+    parser.add_argument("--detect-threshold", type=float, default=defaults["detect_threshold"],
+                        help="minimum face detection score")
+    parser.add_argument("--report", type=Path, default=None, metavar="FILE.json",
+                        help="write the face coverage report (frames with and without a face, gaps, tracks, "
+                             "scene cuts) as JSON")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="detect again even if an earlier run cached this file's faces")
     parser.add_argument("--fps", type=float, default=defaults["fps"], help="frame rate of a photo's output")
     parser.add_argument("--extend", choices=EXTEND_MODES, default=defaults["extend"],
                         help="continue a video shorter than the audio by playing it back and forth, looping, "
@@ -77,16 +100,22 @@ def _run_infer(args: argparse.Namespace) -> int:
 
     from lipsync.config import InferenceConfig, RuntimeConfig
     from lipsync.face.boxes import parse_box, read_boxes_file
+    from lipsync.io.atomic import atomic_write_bytes
     from lipsync.pipeline import LipSyncPipeline
 
+    if args.report is not None and args.box is not None:
+        raise LipSyncError("--report describes detected faces or --boxes; with --box every frame uses that box")
     boxes = None
     if args.boxes is not None:
         track = read_boxes_file(args.boxes)
         boxes = tuple(None if row[0] != row[0] else tuple(float(value) for value in row) for row in track)
     config = InferenceConfig(
         batch_size=args.batch_size, pads=tuple(args.pads), box=parse_box(args.box) if args.box else None,
-        boxes=boxes, smooth=not args.no_smooth, fps=args.fps, extend=args.extend, mel_timing=args.mel_timing,
-        detect_max_side=args.detect_max_side, crf=args.crf, preset=args.preset,
+        boxes=boxes, smooth="off" if args.no_smooth else args.smooth, fps=args.fps, extend=args.extend,
+        mel_timing=args.mel_timing, detect_max_side=args.detect_max_side, crf=args.crf, preset=args.preset,
+        on_missing_face=args.on_missing_face, max_gap=args.max_gap, face_index=args.face_index,
+        select_box=parse_box(args.select_box) if args.select_box else None, detect_every=args.detect_every,
+        detect_threshold=args.detect_threshold, detection_cache=not args.no_cache,
     )
     runtime = RuntimeConfig(device=args.device, precision=args.precision, num_threads=args.threads)
     outfile = args.outfile or Path(f"{args.face.stem}_lipsync.mp4")
@@ -96,6 +125,10 @@ def _run_infer(args: argparse.Namespace) -> int:
     result = pipeline(args.face, args.audio, outfile, config, progress=None if args.quiet else tqdm)
     print(f"wrote {result.output} ({result.num_frames} frames, {result.duration:.2f} s, "
           f"face re-rendered in {result.frames_with_face})")
+    if result.coverage is not None:
+        print(result.coverage.summary())
+        if args.report is not None:
+            atomic_write_bytes(args.report, (result.coverage.to_json() + "\n").encode())
     return 0
 
 
@@ -127,6 +160,70 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_options() -> argparse.ArgumentParser:
+    """Options every `lipsync train` recipe shares: the loop's TrainConfig."""
+    from lipsync.config import PRECISIONS, TrainConfig
+
+    defaults = _defaults(TrainConfig)
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--data", required=True, help="preprocessed dataset (lipsync preprocess --out)")
+    parent.add_argument("--run-dir", required=True, type=Path,
+                        help="checkpoints, metrics.jsonl and samples go here; an existing run resumes")
+    parent.add_argument("--steps", type=int, default=defaults["max_steps"], help="optimiser steps to reach")
+    parent.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="samples per process")
+    parent.add_argument("--accum", type=int, default=defaults["grad_accum_steps"], help="gradient accumulation")
+    parent.add_argument("--device", default=defaults["device"], help="auto, cpu or cuda (torchrun: one GPU per rank)")
+    parent.add_argument("--precision", choices=PRECISIONS, default=defaults["precision"],
+                        help="auto: bf16 autocast on GPUs that support it, fp32 elsewhere")
+    parent.add_argument("--workers", type=int, default=defaults["num_workers"], help="data loader workers")
+    parent.add_argument("--seed", type=int, default=defaults["seed"])
+    parent.add_argument("--log-every", type=int, default=defaults["log_every"])
+    parent.add_argument("--val-every", type=int, default=defaults["val_every"])
+    parent.add_argument("--val-batches", type=int, default=defaults["val_batches"])
+    parent.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"])
+    parent.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override any recipe setting, e.g. --set optim.lr=3e-4 (repeatable)")
+    parent.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parent
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train a model (runs under torchrun for several GPUs/processes)",
+                                 description="Train with the one training loop. Under torchrun every process "
+                                             "trains a shard of each batch (DistributedDataParallel).")
+    recipes = parser.add_subparsers(dest="recipe", required=True, parser_class=_OneLineParser)
+    common = _training_options()
+    syncnet = recipes.add_parser("syncnet", parents=[common], help="a SyncNet expert (Wav2Lip's loss)")
+    syncnet.add_argument("--frames", type=int, choices=(5, 16), default=5,
+                         help="5: Wav2Lip's expert; 16: the MARLIN generator's expert")
+    syncnet.add_argument("--init", default=None, help="weights to start from (e.g. lipsync_expert.pth)")
+    _COMMANDS["train"] = _run_train
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lipsync.config import TrainConfig, apply_overrides
+    from lipsync.train.loop import Trainer
+    from lipsync.train.recipes import RECIPES
+
+    recipe_class, config_class = RECIPES[args.recipe]
+    if args.recipe == "syncnet":
+        recipe_config = config_class(data=args.data, num_frames=args.frames, init_checkpoint=args.init)
+    recipe_config = apply_overrides(recipe_config, args.set)
+    train_config = TrainConfig(
+        run_dir=str(args.run_dir), max_steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.accum,
+        precision=args.precision, device=args.device, seed=args.seed, num_workers=args.workers,
+        log_every=args.log_every, val_every=args.val_every, val_batches=args.val_batches,
+        checkpoint_every=args.checkpoint_every)
+    trainer = Trainer(recipe_class(recipe_config), train_config, progress=None if args.quiet else tqdm)
+    metrics = trainer.fit()
+    if trainer.context.is_main:
+        summary = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+        print(f"trained {args.recipe} to step {trainer.step} in {args.run_dir}: {summary}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lipsync import __version__
 
@@ -136,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_infer(commands)
     _add_download(commands)
+    _add_train(commands)
     return parser
 
 

@@ -149,20 +149,22 @@ def mel_window_starts(
     raise ValueError(f"unknown mel timing {timing!r}; expected 'training' or 'official'")
 
 
-def mel_windows(mel: NDArray[np.float32], starts: NDArray[np.int64]) -> NDArray[np.float32]:
-    """Cut one (80, 16) window per frame, padding with silence where a window leaves the audio.
+def mel_windows(mel: NDArray[np.float32], starts: NDArray[np.int64], length: int = MEL_WINDOW_STEPS
+                ) -> NDArray[np.float32]:
+    """Cut one (80, length) window per frame, padding with silence where a window leaves the audio.
 
     Args:
         mel: (80, s) output of `melspectrogram`.
         starts: (f,) first step of each window (`mel_window_starts`).
+        length: window length in steps (16 = 0.2 s, what the generator takes).
 
     Returns:
-        (f, 80, 16) float32.
+        (f, 80, length) float32.
     """
     num_steps = mel.shape[1]
-    padded = np.full((mel.shape[0], num_steps + 2 * MEL_WINDOW_STEPS), SILENCE, dtype=np.float32)
-    padded[:, MEL_WINDOW_STEPS : MEL_WINDOW_STEPS + num_steps] = mel
-    # Starts before -16 or after the end see only silence; clamping keeps them inside the padding.
-    offsets = np.clip(np.asarray(starts, dtype=np.int64) + MEL_WINDOW_STEPS, 0, num_steps + MEL_WINDOW_STEPS)
-    columns = offsets[:, None] + np.arange(MEL_WINDOW_STEPS)[None, :]
+    padded = np.full((mel.shape[0], num_steps + 2 * length), SILENCE, dtype=np.float32)
+    padded[:, length : length + num_steps] = mel
+    # Starts before -length or after the end see only silence; clamping keeps them inside the padding.
+    offsets = np.clip(np.asarray(starts, dtype=np.int64) + length, 0, num_steps + length)
+    columns = offsets[:, None] + np.arange(length)[None, :]
     return np.ascontiguousarray(padded[:, columns].transpose(1, 0, 2))

@@ -80,6 +80,15 @@ def _bottleneck(cin: int) -> list[nn.Module]:
     return [ConvBlock(cin, 512, 3, 1, 0), ConvBlock(512, 512, 1, 1, 0)]
 
 
+def build_audio_encoder(embedding_dim: int = 512) -> nn.Sequential:
+    """Wav2Lip's audio encoder: an (80 mel x 16 step) window -> (embedding_dim, 1, 1).
+
+    With the default width its layers and keys are the released generator's `audio_encoder`.
+    """
+    layers = [layer for stage in AUDIO_ENCODER for layer in _encoder_stage(stage)]
+    return nn.Sequential(*layers, ConvBlock(256, 512, 3, 1, 0), ConvBlock(512, embedding_dim, 1, 1, 0))
+
+
 def fold_time(x: torch.Tensor) -> torch.Tensor:
     """(b, c, t, h, w) -> (t b, c, h, w): time-major, as the reference's `torch.cat([x[:, :, i] ...], 0)`."""
     return rearrange(x, "b c t h w -> (t b) c h w")
@@ -97,8 +106,7 @@ class Wav2Lip(nn.Module):
         self.face_encoder_blocks = nn.ModuleList(
             [nn.Sequential(*_encoder_stage(stage)) for stage in FACE_ENCODER] + [nn.Sequential(*_bottleneck(512))]
         )
-        audio_layers = [layer for stage in AUDIO_ENCODER for layer in _encoder_stage(stage)]
-        self.audio_encoder = nn.Sequential(*audio_layers, *_bottleneck(256))
+        self.audio_encoder = build_audio_encoder()
         self.face_decoder_blocks = nn.ModuleList(
             [nn.Sequential(ConvBlock(512, 512, 1, 1, 0))] + [_decoder_stage(stage) for stage in FACE_DECODER]
         )

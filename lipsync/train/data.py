@@ -101,3 +101,65 @@ class SyncWindowDataset(Dataset):
             "mel": torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))[None],
             "target": torch.tensor([1.0 if in_sync else 0.0]),
         }
+
+
+class GeneratorWindowDataset(Dataset):
+    """T-frame training windows for a lip-sync generator (Wav2Lip's `wav2lip_train.py` data, any T).
+
+    Each item: the target window, a reference window from elsewhere in the same clip, the generator input
+    (masked target + reference), per-frame mel windows (Wav2Lip's training alignment: each starts 40 ms
+    before its frame, padded with silence at the clip edges) and the expert's audio window for the whole
+    window (starting at its first frame).
+
+    Args:
+        clip_dirs: preprocessed clips.
+        num_frames: T.
+        expert_mel_steps: audio window of the sync expert, in mel steps.
+        seed: the run's seed.
+    """
+
+    def __init__(self, clip_dirs: list[Path], num_frames: int, expert_mel_steps: int = 16, seed: int = 0) -> None:
+        from lipsync.audio.mel import MEL_WINDOW_STEPS
+
+        self.clips = [Clip(directory) for directory in clip_dirs]
+        self.num_frames = num_frames
+        self.expert_mel_steps = expert_mel_steps
+        self.frame_mel_steps = MEL_WINDOW_STEPS
+        self.seed = seed
+        self.starts_by_clip = [clip.window_starts(num_frames) for clip in self.clips]
+        self.windows = [(clip_index, int(start)) for clip_index, starts in enumerate(self.starts_by_clip)
+                        for start in starts]
+        if not self.windows:
+            raise LipSyncError(f"no {num_frames}-frame window with a face in every frame in {len(self.clips)} clip(s)")
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        from lipsync.audio.mel import mel_window_starts, mel_windows
+
+        index, epoch = key
+        rng = np.random.default_rng([self.seed, epoch, index])
+        clip_index, start = self.windows[index]
+        clip = self.clips[clip_index]
+        starts = self.starts_by_clip[clip_index]
+        others = starts[starts != start]
+        reference_start = int(others[rng.integers(len(others))]) if len(others) else start
+        frames = slice(start, start + self.num_frames)
+        target = _to_chw(clip.faces96[frames])                                   # (3, t, h, w)
+        reference = _to_chw(clip.faces96[reference_start : reference_start + self.num_frames])
+        masked = target.clone()
+        masked[:, :, target.shape[2] // 2 :] = 0
+        frame_mels = mel_windows(clip.mel, mel_window_starts(clip.times[frames]))          # (t, 80, 16)
+        expert_mel = mel_windows(clip.mel, np.array([mel_start(clip.times[start])]), self.expert_mel_steps)[0]
+        return {
+            "input": torch.cat((masked, reference), dim=0),                      # (6, t, h, w)
+            "target": target,
+            "frame_mels": torch.from_numpy(frame_mels)[:, None],                  # (t, 1, 80, 16)
+            "expert_mel": torch.from_numpy(expert_mel)[None],                     # (1, 80, steps)
+        }
+
+
+def _to_chw(faces: NDArray[np.uint8]) -> torch.Tensor:
+    """(t, h, w, 3) uint8 -> (3, t, h, w) float in [0, 1] (BGR kept)."""
+    return torch.from_numpy(rearrange(np.asarray(faces, dtype=np.float32), "t h w c -> c t h w") / 255.0)
