@@ -43,7 +43,8 @@ def _add_infer(commands: argparse._SubParsersAction) -> None:
                         help="speech: wav, mp3, m4a, flac, ogg, or a video with an audio track")
     parser.add_argument("--outfile", type=Path, default=None,
                         help="output .mp4 (default: FACE-STEM_lipsync.mp4 in the current directory)")
-    parser.add_argument("--model", choices=GENERATOR_MODELS, default="wav2lip", help="generator architecture")
+    parser.add_argument("--model", choices=GENERATOR_MODELS, default=None,
+                        help="generator architecture (default: as recorded in the checkpoint, else wav2lip)")
     parser.add_argument("--checkpoint", default=None,
                         help="generator weights: a file or a manifest name (default: the cached wav2lip_gan)")
     parser.add_argument("--device", default=runtime_defaults["device"], help="auto, cpu, cuda, cuda:N or mps")
@@ -197,6 +198,21 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     syncnet.add_argument("--frames", type=int, choices=(5, 16), default=5,
                          help="5: Wav2Lip's expert; 16: the MARLIN generator's expert")
     syncnet.add_argument("--init", default=None, help="weights to start from (e.g. lipsync_expert.pth)")
+    from lipsync.train.recipes.marlin_pretrain import MASK_STRATEGIES, PRETRAIN_ARCHITECTURES
+
+    marlin = recipes.add_parser("marlin", parents=[common],
+                                help="pretrain a MARLIN encoder (masked reconstruction + WGAN critic)",
+                                description="MARLIN pretraining on preprocessed face clips (faces224 and, for "
+                                            "Fasking, landmarks68). The learning rate is the base rate x "
+                                            "batch x accumulation x processes / 256.")
+    marlin.add_argument("--config", choices=tuple(PRETRAIN_ARCHITECTURES), default="vit_base",
+                        help="architecture (tiny: 64 px, for smoke runs)")
+    marlin.add_argument("--mask", choices=MASK_STRATEGIES, default="fasking",
+                        help="masking: facial regions first (fasking), or VideoMAE-style tube/random/frame")
+    marlin.add_argument("--grad-checkpointing", action="store_true",
+                        help="recompute transformer blocks in backward (ViT-L on small GPUs)")
+    marlin.add_argument("--init", default=None,
+                        help="MARLIN weights to start from (*.full.pt, *.encoder.pt or our .safetensors)")
     _COMMANDS["train"] = _run_train
 
 
@@ -210,17 +226,76 @@ def _run_train(args: argparse.Namespace) -> int:
     recipe_class, config_class = RECIPES[args.recipe]
     if args.recipe == "syncnet":
         recipe_config = config_class(data=args.data, num_frames=args.frames, init_checkpoint=args.init)
+    elif args.recipe == "marlin":
+        recipe_config = config_class(data=args.data, config=args.config, mask=args.mask,
+                                     grad_checkpointing=args.grad_checkpointing, init_checkpoint=args.init)
     recipe_config = apply_overrides(recipe_config, args.set)
     train_config = TrainConfig(
         run_dir=str(args.run_dir), max_steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.accum,
         precision=args.precision, device=args.device, seed=args.seed, num_workers=args.workers,
         log_every=args.log_every, val_every=args.val_every, val_batches=args.val_batches,
         checkpoint_every=args.checkpoint_every)
-    trainer = Trainer(recipe_class(recipe_config), train_config, progress=None if args.quiet else tqdm)
+    # MARLIN scales its learning rate by the effective batch, which the loop's settings define.
+    recipe = recipe_class(recipe_config, train_config) if args.recipe == "marlin" else recipe_class(recipe_config)
+    trainer = Trainer(recipe, train_config, progress=None if args.quiet else tqdm)
     metrics = trainer.fit()
     if trainer.context.is_main:
         summary = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
         print(f"trained {args.recipe} to step {trainer.step} in {args.run_dir}: {summary}")
+    return 0
+
+
+def _add_features(commands: argparse._SubParsersAction) -> None:
+    from lipsync.config import PRECISIONS, RuntimeConfig
+    from lipsync.features import FeatureConfig
+
+    defaults = _defaults(FeatureConfig)
+    parser = commands.add_parser("features", help="MARLIN features of the face in a video (.npy)",
+                                 description="Decode VIDEO, find the face in every frame, crop it square at 224 px "
+                                             "and write MARLIN encoder features of sliding windows to --out, with "
+                                             "a JSON sidecar (window starts, frame indices, padded flags, fps).")
+    parser.add_argument("video", type=Path, help="face video")
+    parser.add_argument("--out", required=True, type=Path, metavar="FEATURES.npy", help="output .npy")
+    parser.add_argument("--checkpoint", default=defaults["checkpoint"],
+                        help="MARLIN weights: a file or a manifest name")
+    parser.add_argument("--stride", type=int, default=defaults["stride"], help="source frames between windows")
+    parser.add_argument("--sample-rate", type=int, default=defaults["sample_rate"],
+                        help="take every N-th frame inside a 16-frame window")
+    parser.add_argument("--per-token", action="store_true",
+                        help="every token's feature per window (windows, tokens, width) instead of the mean")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="windows per encoder call")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
+                       help="one face box in pixels for every frame (skips detection)")
+    where.add_argument("--boxes", type=Path, metavar="FILE.json",
+                       help="JSON list, one entry per decoded frame: null or [x1, y1, x2, y2] (skips detection)")
+    parser.add_argument("--device", default=RuntimeConfig.device, help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", choices=PRECISIONS, default=RuntimeConfig.precision,
+                        help="auto picks bf16 where the hardware runs it fast")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _COMMANDS["features"] = _run_features
+
+
+def _run_features(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lipsync.config import InferenceConfig, RuntimeConfig
+    from lipsync.face.boxes import parse_box, read_boxes_file
+    from lipsync.features import FeatureConfig, extract_video_features
+
+    boxes = None
+    if args.boxes is not None:
+        track = read_boxes_file(args.boxes)
+        boxes = tuple(None if row[0] != row[0] else tuple(float(value) for value in row) for row in track)
+    # Short gaps in detected or given boxes are bridged; longer ones are an error (every window needs a face).
+    face = InferenceConfig(box=parse_box(args.box) if args.box else None, boxes=boxes, on_missing_face="interpolate")
+    config = FeatureConfig(checkpoint=args.checkpoint, stride=args.stride, sample_rate=args.sample_rate,
+                           per_token=args.per_token, batch_size=args.batch_size)
+    runtime = RuntimeConfig(device=args.device, precision=args.precision)
+    result = extract_video_features(args.video, args.out, config, face, runtime,
+                                    progress=None if args.quiet else tqdm)
+    print(f"wrote {result.output} {list(result.shape)} ({result.num_windows} windows over {result.num_frames} "
+          f"frames) and {result.sidecar}")
     return 0
 
 
@@ -234,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(commands)
     _add_download(commands)
     _add_train(commands)
+    _add_features(commands)
     return parser
 
 

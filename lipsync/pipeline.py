@@ -24,25 +24,25 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from lipsync.audio import load_audio, mel_window_starts, mel_windows, melspectrogram
+from lipsync.audio import load_audio, melspectrogram
 from lipsync.audio.mel import SAMPLE_RATE
 from lipsync.config import InferenceConfig, RuntimeConfig
 from lipsync.errors import LipSyncError
-from lipsync.face.boxes import clip_to_frame, integer_box, pad_and_clip, smooth_track
-from lipsync.face.detect import FaceDetector, S3FDDetector, largest_face
-from lipsync.face.paste import crop_face, paste_face
+from lipsync.face.boxes import clip_to_frame, integer_box
+from lipsync.face.coverage import CoverageReport
+from lipsync.face.detect import FaceDetector
+from lipsync.face.locate import IdentifiedDetector, build_face_track
 from lipsync.io.atomic import atomic_path
 from lipsync.io.video import VideoReader
 from lipsync.io.writer import VideoWriter
-from lipsync.playback import TimedFrame, playback, source_frames
-from lipsync.synthesis import FaceSynthesizer
+from lipsync.playback import TimedFrame, playback
+from lipsync.render import FrameRenderer, SynthesisStream
+from lipsync.synthesis import FaceSynthesizer, FrameSynthesisStream, WindowedSynthesizer
 from lipsync.utils.device import resolve_device, resolve_precision
 from lipsync.utils.iterables import chunked
 from lipsync.utils.threads import BackgroundConsumer, BackgroundIterator
 
 logger = logging.getLogger(__name__)
-
-_DETECTION_BATCH = 8
 
 
 @dataclass
@@ -56,6 +56,7 @@ class InferenceResult:
         duration: audio (and output) duration in seconds.
         frame_rate: nominal output frame rate.
         stage_seconds: wall time per stage (decode and encode run in parallel with the rest).
+        coverage: where the face was found (None with one fixed `box`).
     """
 
     output: Path
@@ -64,6 +65,7 @@ class InferenceResult:
     duration: float
     frame_rate: Fraction
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    coverage: CoverageReport | None = None
 
 
 class _StageClock:
@@ -93,17 +95,18 @@ class LipSyncPipeline:
                  device: torch.device | str = "cpu") -> None:
         self.synthesizer = synthesizer
         self._detector = detector
+        self._s3fd: IdentifiedDetector | None = None
         self.device = torch.device(device)
 
     @classmethod
-    def from_pretrained(cls, checkpoint: str | Path | None = None, *, model: str = "wav2lip",
+    def from_pretrained(cls, checkpoint: str | Path | None = None, *, model: str | None = None,
                         runtime: RuntimeConfig | None = None, detector: FaceDetector | None = None
                         ) -> "LipSyncPipeline":
         """Load a generator checkpoint (a file path or a manifest name) and build the pipeline.
 
         Args:
             checkpoint: file or manifest name; None uses the default cached checkpoint for `model`.
-            model: "wav2lip" (the classic generator).
+            model: "wav2lip" (the classic generator) or "marlin"; None reads it from the checkpoint's metadata.
             runtime: device, precision and threads.
             detector: a face detector to use instead of S3FD.
         """
@@ -119,9 +122,16 @@ class LipSyncPipeline:
 
     @property
     def detector(self) -> FaceDetector:
-        if self._detector is None:
-            self._detector = S3FDDetector(device=self.device)
-        return self._detector
+        """The injected detector, or face-alignment's S3FD at the default threshold."""
+        return self._detector_for(InferenceConfig())
+
+    def _detector_for(self, config: InferenceConfig) -> FaceDetector:
+        if self._detector is not None:
+            return self._detector
+        # S3FD is loaded once per pipeline, and again only for another threshold.
+        if self._s3fd is None or self._s3fd.threshold != config.detect_threshold:
+            self._s3fd = IdentifiedDetector(self.device, config.detect_threshold)
+        return self._s3fd
 
     def __call__(self, face: str | Path, audio: str | Path, output: str | Path,
                  config: InferenceConfig | None = None, progress: Any = None) -> InferenceResult:
@@ -146,35 +156,31 @@ class LipSyncPipeline:
         duration = len(wav) / SAMPLE_RATE
         mel = clock.timed("mel", melspectrogram, wav)
         reader = VideoReader(face, still_fps=config.fps)
-        track = self._face_track(reader, duration, config, clock, progress)
+        track, coverage = self._face_track(reader, duration, config, clock, progress)
         with atomic_path(output) as temporary:
             result = self._render(reader, track, mel, duration, Path(audio), temporary, config, clock, progress)
         result.output = output
         result.stage_seconds = dict(clock.seconds)
+        result.coverage = coverage
         logger.info("wrote %s: %d frames, %d with a face", output, result.num_frames, result.frames_with_face)
         return result
 
     # -- pass 1: where the face is ------------------------------------------------------------------
 
     def _face_track(self, reader: VideoReader, duration: float, config: InferenceConfig, clock: _StageClock,
-                    progress: Any) -> Callable[[int], tuple[int, int, int, int] | None]:
-        """A function from source frame index to the integer crop box (or None: pass the frame through)."""
+                    progress: Any) -> tuple[Callable[[int], tuple[int, int, int, int] | None], CoverageReport | None]:
+        """A function from source frame index to the integer crop box (or None: pass the frame through), and
+        the coverage report (None for one fixed box)."""
         width, height = reader.info.width, reader.info.height
         if config.box is not None:
             box = clip_to_frame(np.array([config.box], dtype=np.float64), width, height)[0]
             if np.isnan(box[0]):
                 raise LipSyncError(f"--box {list(config.box)} lies outside the {width}x{height} frame")
             fixed = integer_box(box)
-            return lambda index: fixed
-        if config.boxes is not None:
-            track = np.array([row if row is not None else (np.nan,) * 4 for row in config.boxes], dtype=np.float64)
-            track = clip_to_frame(track, width, height)
-        else:
-            track = self._detect(reader, duration, config, clock, progress)
-            track = pad_and_clip(track, config.pads, width, height)
-            if config.smooth:
-                track = smooth_track(track)
-        boxes = [None if np.isnan(row[0]) else integer_box(row) for row in track]
+            return (lambda index: fixed), None
+        detector = self._detector_for(config) if config.boxes is None else None
+        face_track = build_face_track(reader, duration, config, detector, clock, progress)
+        boxes = [None if np.isnan(row[0]) else integer_box(row) for row in face_track.boxes]
 
         def lookup(index: int) -> tuple[int, int, int, int] | None:
             if index >= len(boxes):
@@ -182,29 +188,7 @@ class LipSyncPipeline:
                                    f"(frame {index} is shown); give one entry per decoded frame")
             return boxes[index]
 
-        return lookup
-
-    def _detect(self, reader: VideoReader, duration: float, config: InferenceConfig, clock: _StageClock,
-                progress: Any) -> NDArray[np.float64]:
-        detector = self.detector
-        if isinstance(detector, S3FDDetector):
-            detector.max_side = config.detect_max_side
-        rows: list[NDArray[np.float64]] = []
-        bar = progress(total=_estimate_frames(reader, duration), unit="frame", desc="detect") if progress else None
-        for batch in chunked(source_frames(reader, duration), _DETECTION_BATCH):
-            for detections in clock.timed("detect", detector.detect, [frame.image for frame in batch]):
-                face = largest_face(detections)
-                rows.append(face if face is not None else np.full(4, np.nan))
-            if bar is not None:
-                bar.update(len(batch))
-        if bar is not None:
-            bar.close()
-        track = np.array(rows, dtype=np.float64).reshape(-1, 4)
-        found = int((~np.isnan(track[:, 0])).sum())
-        if found < len(track):
-            logger.warning("no face found in %d of %d frames; those frames pass through unchanged",
-                           len(track) - found, len(track))
-        return track
+        return lookup, face_track.coverage
 
     # -- pass 2: render ---------------------------------------------------------------------------
 
@@ -212,22 +196,20 @@ class LipSyncPipeline:
                 mel: NDArray[np.float32], duration: float, audio: Path, temporary: Path, config: InferenceConfig,
                 clock: _StageClock, progress: Any) -> InferenceResult:
         info = reader.info
-        face_size = self.synthesizer.face_size
-        total = _estimate_frames(reader, duration)
-        bar = progress(total=total, unit="frame", desc="lip-sync") if progress else None
+        bar = progress(total=_estimate_frames(reader, duration), unit="frame", desc="lip-sync") if progress else None
         writer = VideoWriter(temporary, width=info.width, height=info.height, frame_rate=info.frame_rate,
                              time_base=info.time_base, crf=config.crf, preset=config.preset, audio=audio)
         encoder = BackgroundConsumer(lambda item: clock.timed("encode", writer.write, *item), 2 * config.batch_size)
         frames = BackgroundIterator(_timed_iteration(playback(reader, duration, config.extend), clock, "decode"),
                                     2 * config.batch_size)
-        num_frames = frames_with_face = 0
+        renderer = FrameRenderer(self._stream(), box_of, mel, info.frame_rate, config,
+                                 emit=lambda image, at: encoder.put((image, at)), seconds=clock.seconds)
         try:
             for batch in chunked(frames, config.batch_size):
-                frames_with_face += self._render_batch(batch, box_of, mel, face_size, info.frame_rate, config,
-                                                       encoder, clock)
-                num_frames += len(batch)
+                renderer.add(batch)
                 if bar is not None:
                     bar.update(len(batch))
+            renderer.finish()
             encoder.finish()
             clock.timed("encode", writer.close)
         except BaseException:
@@ -238,35 +220,17 @@ class LipSyncPipeline:
         finally:
             if bar is not None:
                 bar.close()
-        if num_frames == 0:
+        if renderer.num_frames == 0:
             raise LipSyncError(f"no frames to write: {reader.path} starts after the {duration:.2f} s audio ends")
-        return InferenceResult(output=temporary, num_frames=num_frames, frames_with_face=frames_with_face,
-                               duration=duration, frame_rate=info.frame_rate)
+        return InferenceResult(output=temporary, num_frames=renderer.num_frames,
+                               frames_with_face=renderer.frames_with_face, duration=duration,
+                               frame_rate=info.frame_rate)
 
-    def _render_batch(self, batch: list[TimedFrame], box_of: Callable[[int], tuple[int, int, int, int] | None],
-                      mel: NDArray[np.float32], face_size: int, frame_rate: Fraction, config: InferenceConfig,
-                      encoder: BackgroundConsumer, clock: _StageClock) -> int:
-        boxes = [box_of(timed.source.index) for timed in batch]
-        with_face = [position for position, box in enumerate(boxes) if box is not None]
-        images = [timed.source.image for timed in batch]
-        if with_face:
-            times = np.array([batch[position].time for position in with_face])
-            indices = np.array([batch[position].index for position in with_face])
-            starts = mel_window_starts(times, indices, timing=config.mel_timing,
-                                       fps=float(frame_rate), num_mel_steps=mel.shape[1])
-            windows = mel_windows(mel, starts)
-            crops = clock.timed("crop", lambda: np.stack(
-                [crop_face(images[position], boxes[position], face_size) for position in with_face]))
-            generated = clock.timed("generator", self.synthesizer, crops, windows)
-            start = time.perf_counter()
-            for face, position in zip(generated, with_face):
-                # A frame may be shown twice (pingpong, freeze): paste into a copy, never the source.
-                images[position] = images[position].copy()
-                paste_face(images[position], face, boxes[position])
-            clock.seconds["paste"] += time.perf_counter() - start
-        for timed, image in zip(batch, images):
-            encoder.put((image, timed.time))
-        return len(with_face)
+    def _stream(self) -> SynthesisStream:
+        """A fresh streaming view of the generator (windowed generators keep per-video state)."""
+        if isinstance(self.synthesizer, WindowedSynthesizer):
+            return self.synthesizer.fresh()
+        return FrameSynthesisStream(self.synthesizer)
 
 
 def _estimate_frames(reader: VideoReader, duration: float) -> int:
