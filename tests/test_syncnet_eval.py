@@ -1,0 +1,130 @@
+"""syncnet MFCC front end and LSE-D / LSE-C evaluation against syncnet_python's own outputs."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from syncnet import SyncNetScorer, SyncNetV2, calc_pdist, evaluate_clip, mfcc
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def syncnet_v2(seeded_state_dict) -> SyncNetV2:
+    model = SyncNetV2()
+    model.load_state_dict(seeded_state_dict("syncnet_v2"), strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def eval_vectors(vectors):
+    return vectors("syncnet_eval")
+
+
+@pytest.fixture(scope="module")
+def decoded_frames(eval_vectors) -> np.ndarray:
+    """The 174 JPEGs ffmpeg wrote for the reference run, decoded as cv2.imread does (BGR uint8)."""
+    # The reference decoded with OpenCV's libjpeg; another decoder (FFmpeg's mjpeg) rounds differently.
+    cv2 = pytest.importorskip("cv2", reason="opencv-python decodes the reference's JPEG frames")
+    data, offsets = eval_vectors["jpeg_bytes"], eval_vectors["jpeg_offsets"]
+    frames = np.stack([cv2.imdecode(data[start:stop], cv2.IMREAD_COLOR) for start, stop in zip(offsets, offsets[1:])])
+    digests = [hashlib.sha256(np.ascontiguousarray(frame).tobytes()).hexdigest() for frame in frames]
+    mismatched = [i for i, (mine, theirs) in enumerate(zip(digests, eval_vectors["frame_sha256"])) if mine != theirs]
+    assert not mismatched, f"this OpenCV/libjpeg decodes frames {mismatched[:5]}... differently from the reference"
+    return frames
+
+
+@pytest.fixture(scope="module")
+def evaluation(decoded_frames, eval_vectors, syncnet_v2) -> dict:
+    return evaluate_clip(decoded_frames, eval_vectors["audio_int16"], syncnet_v2)
+
+
+# ---------------------------------------------------------------------------------------------- MFCC
+
+
+def test_mfcc_matches_reference(vectors):
+    z = vectors("syncnet_mfcc")
+    features = mfcc(z["audio_int16"], int(z["sample_rate"]))
+    assert features.dtype == np.float32 and features.shape == z["mfcc"].shape == (13, 959)
+    np.testing.assert_allclose(features, z["mfcc"], rtol=0, atol=1e-3)
+
+
+def test_mfcc_of_eval_clip_matches_reference(eval_vectors):
+    np.testing.assert_allclose(mfcc(eval_vectors["audio_int16"], 16000), eval_vectors["mfcc"], rtol=0, atol=1e-3)
+
+
+def test_mfcc_rejects_other_rates(vectors):
+    with pytest.raises(ValueError, match="16000 Hz"):
+        mfcc(vectors("syncnet_mfcc")["audio_int16"], 44100)
+
+
+# ---------------------------------------------------------------------------------------------- distances
+
+
+def test_calc_pdist_matches_a_direct_loop():
+    generator = torch.Generator().manual_seed(0)
+    lip, aud = torch.randn(12, 16, generator=generator), torch.randn(12, 16, generator=generator)
+    vshift = 3
+    padded = torch.cat([torch.zeros(vshift, 16), aud, torch.zeros(vshift, 16)])
+    expected = torch.tensor([
+        [float(torch.linalg.vector_norm(lip[v] - padded[v + j] + 1e-6)) for j in range(2 * vshift + 1)]
+        for v in range(12)
+    ])
+    torch.testing.assert_close(calc_pdist(lip, aud, vshift), expected, rtol=1e-6, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+
+@pytest.mark.slow
+def test_evaluate_clip_matches_reference(evaluation, eval_vectors):
+    z = eval_vectors
+    assert evaluation["num_frames"] == int(z["num_frames"]) == 174
+    assert evaluation["min_length"] == int(z["min_length"]) == 174
+    assert evaluation["minidx"] == int(z["minidx"])
+    assert evaluation["offset"] == int(z["offset"])
+    assert evaluation["dists"].shape == z["dists"].shape == (169, 31)
+    np.testing.assert_allclose(evaluation["mfcc"], z["mfcc"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(evaluation["lip_features"], z["lip_features"], rtol=0, atol=5e-3)
+    np.testing.assert_allclose(evaluation["aud_features"], z["aud_features"], rtol=0, atol=1e-3)
+    for key in ("dists", "mdist", "fconfm"):
+        np.testing.assert_allclose(evaluation[key], z[key], rtol=0, atol=2e-3, err_msg=key)
+    assert abs(evaluation["min_dist"] - float(z["minval"])) <= 2e-3
+    assert abs(evaluation["confidence"] - float(z["conf"])) <= 2e-3
+
+
+@pytest.mark.slow
+def test_scores_use_eval_semantics_and_leave_the_model_alone(decoded_frames, eval_vectors, syncnet_v2):
+    frames, audio = decoded_frames[:12], eval_vectors["audio_int16"][: 12 * 640]
+    before = {key: value.clone() for key, value in syncnet_v2.state_dict().items()}
+    syncnet_v2.train()
+    try:
+        in_train_mode = evaluate_clip(frames, audio, syncnet_v2, vshift=2)
+        assert syncnet_v2.training
+    finally:
+        syncnet_v2.eval()
+    for key, value in syncnet_v2.state_dict().items():   # BatchNorm running stats untouched
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    assert in_train_mode["dists"].shape == (7, 5) and in_train_mode["min_length"] == 12
+    scorer = SyncNetScorer(syncnet_v2)
+    in_eval_mode = scorer(frames, audio, vshift=2)
+    np.testing.assert_array_equal(in_train_mode["lip_features"], in_eval_mode["lip_features"])
+    np.testing.assert_array_equal(in_train_mode["aud_features"], in_eval_mode["aud_features"])
+
+
+@pytest.mark.parametrize(
+    ("frames", "audio", "sample_rate", "message"),
+    [
+        (np.zeros((10, 112, 112, 3), np.uint8), np.zeros(6400, np.int16), 16000, "224x224"),
+        (np.zeros((10, 224, 224, 3), np.float32), np.zeros(6400, np.int16), 16000, "uint8"),
+        (np.zeros((10, 224, 224, 3), np.uint8), np.zeros(6400, np.int16), 44100, "resample"),
+        (np.zeros((10, 224, 224, 3), np.uint8), np.zeros(6400, np.float32), 16000, "int16"),
+        (np.zeros((5, 224, 224, 3), np.uint8), np.zeros(6400, np.int16), 16000, "too short"),
+    ],
+)
+def test_evaluate_clip_rejects_bad_input(syncnet_v2, frames, audio, sample_rate, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate_clip(frames, audio, syncnet_v2, sample_rate=sample_rate)
