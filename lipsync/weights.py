@@ -13,8 +13,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from checkpoint_io import (
+    CheckpointMismatchError,
+    CheckpointReadError,
+    load_strict,
+    read_safetensors_metadata,
+    read_state_dict,
+    strip_prefixes,
+)
 from lipsync.errors import LipSyncError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+__all__ = [
+    "CheckpointEntry", "checkpoints_dir", "download", "lipsync_home", "load_into", "load_manifest",
+    "load_state_dict", "manifest_entry", "read_safetensors_metadata", "resolve_checkpoint", "save_safetensors",
+    "sha256_file", "strip_prefixes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -179,83 +192,30 @@ def _fetch(url: str, partial: Path, expected_bytes: int, tqdm_class: Any, timeou
             bar.close()
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read the tensors of a checkpoint without executing any code.
-
-    Accepts our safetensors files, TorchScript archives (their parameters and buffers), and torch pickles
-    loaded with weights_only=True: bare state dicts or containers such as Wav2Lip's
-    {"state_dict", "optimizer", "global_step", "global_epoch"}. Leading `module.` / `_orig_mod.` prefixes
-    (DataParallel, torch.compile) are stripped.
+    """Read a checkpoint's tensors without executing code (see `checkpoint_io.read_state_dict`): our
+    safetensors, TorchScript archives, and weights-only torch pickles, bare or in a training container;
+    leading `module.` / `_orig_mod.` prefixes stripped.
 
     Raises:
-        LipSyncError: unreadable or not a checkpoint.
+        LipSyncError: unreadable or not a checkpoint (one line).
     """
-    path = Path(path)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        elif _is_torchscript(path):
-            state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:   # torch, zipfile and safetensors raise many unrelated types
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LipSyncError(f"cannot read checkpoint {path}: {first_line}") from None
-    if isinstance(state, Mapping):
-        for container_key in ("state_dict", "model", "generator"):
-            if container_key in state and isinstance(state[container_key], Mapping):
-                state = state[container_key]
-                break
-    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise LipSyncError(f"{path} is not a checkpoint: expected a mapping of names to tensors")
-    return strip_prefixes(dict(state))
-
-
-def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Iterable[str] = ("module.", "_orig_mod.")
-                   ) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes at the start of keys only (never inside a key)."""
-    prefixes = tuple(prefixes)
-    stripped = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in prefixes:
-                if key.startswith(prefix):
-                    key = key[len(prefix):]
-                    changed = True
-        stripped[key] = value
-    return stripped
+        return read_state_dict(path)
+    except CheckpointReadError as error:
+        raise LipSyncError(str(error)) from None
 
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Strictly load `state` into `model`; any mismatch is one line naming the keys.
+    """Strictly load `state` into `model`; any mismatch is one LipSyncError line naming the keys.
 
     Args:
         what: how the user knows this checkpoint (its path), for the message.
     """
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    wrong_shape = [f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
-                   for key in expected if key in state and state[key].shape != expected[key].shape]
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                parts.append(f"{len(keys)} {label}: {shown}")
-        raise LipSyncError(f"{what} does not fit {type(model).__name__}: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=True)
+    try:
+        load_strict(model, state, what)
+    except CheckpointMismatchError as error:
+        raise LipSyncError(str(error)) from None
 
 
 def save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
@@ -270,8 +230,3 @@ def save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], metada
         save_file(tensors, str(temporary), metadata=encoded)
 
 
-def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})

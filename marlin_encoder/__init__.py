@@ -1,6 +1,6 @@
 """MARLIN facial video encoder (CVPR 2023): official-layout model, features, masking, pretraining losses.
 
-A leaf package: it depends on torch, einops and numpy only (safetensors for our own checkpoints).
+A leaf package: it depends on torch, einops and numpy only (and the shared `checkpoint_io` loader).
 """
 from .build import marlin_vit_base, marlin_vit_large, marlin_vit_small
 from .checkpoint import CheckpointMismatchError, filter_marlin_checkpoint, load_state_dict, strip_prefixes

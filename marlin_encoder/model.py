@@ -21,14 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .checkpoint import (
-    check_state_dict,
-    default_checkpoint_dir,
-    encoder_subset,
-    filter_marlin_checkpoint,
-    load_state_dict,
-    strip_prefixes,
-)
+from checkpoint_io import read_safetensors_metadata
+
+from .checkpoint import check_state_dict, default_checkpoint_dir, encoder_subset, filter_marlin_checkpoint, load_state_dict
 from .config import MARLIN_CONFIGS, MarlinConfig, resolve_config
 from .layers import Block, PatchEmbed3d, SinCosPositionalEmbedding, init_transformer_weights
 
@@ -287,11 +282,11 @@ class Marlin(nn.Module):
             ValueError: the architecture cannot be determined, or a full model is asked of an encoder file.
         """
         path = Path(path)
-        state_dict = filter_marlin_checkpoint(strip_prefixes(load_state_dict(path)))
+        state_dict = filter_marlin_checkpoint(load_state_dict(path))
         if config is not None:
             cfg = config if isinstance(config, MarlinConfig) else MarlinConfig.from_dict(config)
         elif path.suffix == ".safetensors":
-            metadata = _safetensors_metadata(path)
+            metadata = read_safetensors_metadata(path)
             if "config" not in metadata:
                 raise ValueError(f"{path}: safetensors metadata has no 'config' entry; pass config=")
             cfg = MarlinConfig.from_dict(json.loads(metadata["config"]))
@@ -409,10 +404,3 @@ class Marlin(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.encoder.norm.weight.device
-
-
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
