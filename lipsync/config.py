@@ -49,9 +49,10 @@ class InferenceConfig:
             "loop" or "freeze" (repeat the last frame).
         mel_timing: "training" (Wav2Lip's training alignment, from each frame's timestamp) or "official"
             (`inference.py`'s int(80 i / fps), for side-by-side comparison).
-        detect_max_side: the detector sees frames shrunk to this longer side. 320 keeps S3FD cheaper than the
-            generator on 720p and 1080p video (see benchmarks/detect_bench.py) and still finds faces of about
-            1/16 of the frame's longer side; raise it for small faces in wide shots.
+        detect_max_side: the detector sees frames shrunk to this longer side. S3FD costs 12 GMAC on a 256-pixel
+            frame, so with a keyframe every 5 frames detection costs less per frame than the generator
+            (4 GMAC; benchmarks/detect_bench.py), and faces down to about 1/12 of the frame's longer side are
+            still found; raise it for small faces in wide shots.
         crf: x264 quality (lower is better; 18 is visually lossless).
         preset: x264 speed preset.
     """
@@ -72,7 +73,7 @@ class InferenceConfig:
     fps: float = 25.0
     extend: str = "pingpong"
     mel_timing: str = "training"
-    detect_max_side: int = 320
+    detect_max_side: int = 256
     crf: int = 18
     preset: str = "veryfast"
 

@@ -3,29 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from lipsync.errors import LipSyncError
-from lipsync.face.boxes import pad_and_clip, read_boxes_file, smooth_track
-from lipsync.face.detect import S3FD_FILE, S3FDDetector, largest_face
+from lipsync.face.boxes import pad_and_clip, read_boxes_file
+from lipsync.face.detect import S3FDDetector
 from lipsync.io import VideoReader
-
-
-@pytest.fixture(scope="module")
-def seeded_s3fd_home(tmp_path_factory, conformance):
-    """A TORCH_HOME whose hub cache holds seeded S3FD weights under face-alignment's file name."""
-    import importlib.util
-
-    from face_alignment.detection.sfd.net_s3fd import s3fd
-
-    spec = importlib.util.spec_from_file_location("seeded_weights", conformance / "seeded_weights.py")
-    seeded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seeded)
-    shapes = {key: tuple(value.shape) for key, value in s3fd().state_dict().items()}
-    home = tmp_path_factory.mktemp("torch_home")
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(seeded.seeded_state_dict(shapes), home / "hub" / "checkpoints" / S3FD_FILE)
-    return home
 
 
 @pytest.fixture()
@@ -67,20 +49,10 @@ def test_boxes_are_mapped_back_to_full_resolution(detector, shared_data):
     np.testing.assert_allclose(on_large[:, 4], on_small[:, 4], atol=1e-6)
 
 
-def test_largest_face_and_padding():
-    detections = np.array([[10, 10, 20, 20, 0.9], [0, 0, 50, 40, 0.6]], dtype=np.float32)
-    np.testing.assert_array_equal(largest_face(detections), [0, 0, 50, 40])
-    assert largest_face(np.zeros((0, 5), dtype=np.float32)) is None
-    padded = pad_and_clip(np.array([[5.0, 5.0, 50.0, 40.0]]), (0, 10, 2, 3), width=52, height=100)
-    np.testing.assert_array_equal(padded, [[3.0, 5.0, 52.0, 50.0]])
-
-
-def test_smoothing_is_centred_and_skips_missing_frames():
-    track = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [np.nan] * 4, [6, 0, 16, 10], [8, 0, 18, 10]], dtype=float)
-    smoothed = smooth_track(track, radius=1)
-    assert np.isnan(smoothed[2]).all()
-    np.testing.assert_allclose(smoothed[1], [1, 0, 11, 10])
-    np.testing.assert_allclose(smoothed[3], [7, 0, 17, 10])
+def test_padding_grows_boxes_and_clips_them_to_the_frame():
+    padded = pad_and_clip(np.array([[5.0, 5.0, 50.0, 40.0], [np.nan] * 4]), (0, 10, 2, 3), width=52, height=100)
+    np.testing.assert_array_equal(padded[0], [3.0, 5.0, 52.0, 50.0])
+    assert np.isnan(padded[1]).all()
 
 
 def test_boxes_file_validation(tmp_path):

@@ -184,7 +184,9 @@ def test_pipeline_detects_pads_and_passes_faceless_frames(shared_data, tmp_path,
     pipeline = LipSyncPipeline.from_pretrained(seeded_wav2lip_checkpoint, runtime=RuntimeConfig(precision="fp32"),
                                                detector=detector)
     audio = _short_audio(shared_data, tmp_path, 1.0)
-    result = pipeline(shared_data / "video" / f"{stem}.mp4", audio, tmp_path / "out.mp4", InferenceConfig())
+    # Every frame goes to the detector (no keyframe tracking) at full size: this oracle answers in call order.
+    config = InferenceConfig(detect_every=1, detect_max_side=640)
+    result = pipeline(shared_data / "video" / f"{stem}.mp4", audio, tmp_path / "out.mp4", config)
     assert detector.frames_seen == 25                 # only the frames the 1 s of audio shows
     assert result.num_frames == 25 and result.frames_with_face == 15
     original, produced = _decode(shared_data / "video" / f"{stem}.mp4"), _decode(tmp_path / "out.mp4")

@@ -80,24 +80,6 @@ def clip_to_frame(track: NDArray[np.float64], width: int, height: int) -> NDArra
     return clipped
 
 
-def smooth_track(track: NDArray[np.float64], radius: int = 2) -> NDArray[np.float64]:
-    """Centred moving average of each box over the faces within `radius` frames.
-
-    Replaces Wav2Lip's forward-looking 5-frame mean (`get_smoothened_boxes`), which lags the face by two
-    frames. Frames without a face are not averaged and do not contribute.
-    """
-    if radius <= 0 or len(track) == 0:
-        return track.copy()
-    present = ~np.isnan(track[:, 0])
-    values = np.where(present[:, None], track, 0.0)
-    kernel = np.ones(2 * radius + 1)
-    sums = np.stack([np.convolve(values[:, k], kernel, mode="same") for k in range(4)], axis=1)
-    counts = np.convolve(present.astype(np.float64), kernel, mode="same")
-    smoothed = np.full_like(track, np.nan)
-    smoothed[present] = sums[present] / counts[present, None]
-    return smoothed
-
-
 def integer_box(box: NDArray[np.float64]) -> tuple[int, int, int, int]:
     """Round a float box to whole pixels (the crop the generator sees)."""
     x1, y1, x2, y2 = (int(round(value)) for value in box)

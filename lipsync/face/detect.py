@@ -37,14 +37,6 @@ class FaceDetector(Protocol):
         ...
 
 
-def largest_face(detections: NDArray[np.float32]) -> NDArray[np.float64] | None:
-    """The detection with the largest area, as an [x1, y1, x2, y2] float64 box, or None."""
-    if len(detections) == 0:
-        return None
-    areas = (detections[:, 2] - detections[:, 0]) * (detections[:, 3] - detections[:, 1])
-    return detections[int(np.argmax(areas)), :4].astype(np.float64)
-
-
 def find_s3fd_weights(explicit: str | Path | None = None) -> Path:
     """Locate the S3FD weights: an explicit path, our cache, or torch hub's cache (face-alignment's own)."""
     from lipsync.weights import checkpoints_dir
