@@ -161,6 +161,51 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_preprocess(commands: argparse._SubParsersAction) -> None:
+    from lipsync.config import InferenceConfig, MISSING_FACE_POLICIES, SMOOTHING_LEVELS
+
+    defaults = _defaults(InferenceConfig)
+    parser = commands.add_parser(
+        "preprocess", help="videos -> training clips (face crops, audio, mel, landmarks)",
+        description="Turn a folder of videos, a list file (one video per line) or the LRS2 layout (main/, "
+                    "pretrain/ and the official train/val/test lists) into the clip format the training "
+                    "recipes read. Resumable; failures are recorded in OUT/failures.jsonl and skipped.")
+    parser.add_argument("input", type=Path, help="folder, list file, or LRS2 root (mvlrs_v1)")
+    parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    parser.add_argument("--device", default="cpu", help="where S3FD runs in each worker")
+    parser.add_argument("--detect-every", type=int, default=defaults["detect_every"], metavar="K",
+                        help="S3FD on every K-th frame and at scene cuts, tracking in between")
+    parser.add_argument("--detect-max-side", type=int, default=defaults["detect_max_side"])
+    parser.add_argument("--pads", type=int, nargs=4, default=list(defaults["pads"]),
+                        metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    parser.add_argument("--smooth", choices=SMOOTHING_LEVELS, default=defaults["smooth"])
+    parser.add_argument("--on-missing-face", choices=MISSING_FACE_POLICIES, default="interpolate",
+                        help="gaps in the face track (default interpolate: short gaps are filled)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _COMMANDS["preprocess"] = _run_preprocess
+
+
+def _run_preprocess(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lipsync.config import InferenceConfig
+    from lipsync.face.detect import find_s3fd_weights
+    from lipsync.train.preprocess import DetectionTrackerFactory, preprocess
+
+    try:
+        find_s3fd_weights()    # fail before starting workers when the detector is missing
+    except LipSyncError:
+        raise LipSyncError("preprocess needs the S3FD face detector; run: lipsync download s3fd") from None
+    config = InferenceConfig(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
+                             pads=tuple(args.pads), smooth=args.smooth, on_missing_face=args.on_missing_face)
+    counts = preprocess(args.input, args.out, DetectionTrackerFactory(config, args.device), workers=args.workers,
+                        progress=None if args.quiet else tqdm)
+    print(f"preprocessed into {args.out}: {counts['done']} new, {counts['skipped']} already there, "
+          f"{counts['failed']} failed" + (f" (see {args.out / 'failures.jsonl'})" if counts["failed"] else ""))
+    return 0
+
+
 def _training_options() -> argparse.ArgumentParser:
     """Options every `lipsync train` recipe shares: the loop's TrainConfig."""
     from lipsync.config import PRECISIONS, TrainConfig
@@ -213,6 +258,26 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                         help="recompute transformer blocks in backward (ViT-L on small GPUs)")
     marlin.add_argument("--init", default=None,
                         help="MARLIN weights to start from (*.full.pt, *.encoder.pt or our .safetensors)")
+    generator = recipes.add_parser(
+        "generator", parents=[common], help="a lip-sync generator (Wav2Lip or MARLIN)",
+        description="Train a lip-sync generator with Wav2Lip's losses and schedule: L1, the frozen SyncNet "
+                    "expert's sync loss (switched on once the validation sync loss falls below 0.75), and the "
+                    "visual-quality discriminator (GAN).")
+    generator.add_argument("--model", choices=("wav2lip", "marlin"), default="marlin",
+                           help="wav2lip: the classic generator (5-frame windows); marlin: MARLIN encoder, T=16")
+    generator.add_argument("--config", choices=("vit_small", "vit_base", "vit_large", "tiny"), default="vit_base",
+                           help="MARLIN encoder size for --model marlin")
+    generator.add_argument("--marlin-checkpoint", default=None,
+                           help="MARLIN encoder weights to start from (file or manifest name, e.g. "
+                                "marlin_vit_base_ytf); default: from scratch (the 'Wav2Lip + ViT' baseline)")
+    generator.add_argument("--expert", default=None,
+                           help="frozen SyncNet expert for the sync loss (lipsync_expert for wav2lip; a 16-frame "
+                                "expert from lipsync train syncnet --frames 16 for marlin)")
+    generator.add_argument("--expert-batchnorm", choices=("running", "batch"), default="running",
+                           help="the expert's BatchNorm: stored statistics (default) or each batch's, as Wav2Lip "
+                                "did")
+    generator.add_argument("--no-disc", action="store_true", help="train without the visual-quality discriminator")
+    generator.add_argument("--init", default=None, help="generator weights to start from (fine-tuning)")
     _COMMANDS["train"] = _run_train
 
 
@@ -226,6 +291,11 @@ def _run_train(args: argparse.Namespace) -> int:
     recipe_class, config_class = RECIPES[args.recipe]
     if args.recipe == "syncnet":
         recipe_config = config_class(data=args.data, num_frames=args.frames, init_checkpoint=args.init)
+    elif args.recipe == "generator":
+        recipe_config = config_class(data=args.data, model=args.model, marlin=args.config,
+                                     marlin_checkpoint=args.marlin_checkpoint, init_checkpoint=args.init,
+                                     expert_checkpoint=args.expert, expert_batchnorm=args.expert_batchnorm,
+                                     discriminator=not args.no_disc)
     elif args.recipe == "marlin":
         recipe_config = config_class(data=args.data, config=args.config, mask=args.mask,
                                      grad_checkpointing=args.grad_checkpointing, init_checkpoint=args.init)
@@ -299,6 +369,100 @@ def _run_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    from lipsync.config import PRECISIONS
+    from lipsync.demo import DemoSettings
+
+    defaults = _defaults(DemoSettings)
+    parser = commands.add_parser("demo", help="serve the Gradio demo page (needs the demo extra: gradio)",
+                                 description="Serve a web page that lip-syncs an uploaded or recorded face video "
+                                             "or photo to uploaded or recorded speech. The model is loaded once, "
+                                             "at start-up.")
+    parser.add_argument("--host", default=defaults["host"],
+                        help="address to listen on (127.0.0.1: this machine only; 0.0.0.0: the network)")
+    parser.add_argument("--port", type=int, default=defaults["port"], help="port to listen on")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a generator checkpoint (file or manifest name) offered first, besides the cached ones")
+    parser.add_argument("--device", default=defaults["device"], help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults["precision"],
+                        help="precision preselected in the page")
+    parser.add_argument("--examples", type=Path, default=None, metavar="DIR",
+                        help="folder of face videos, photos and speech offered as examples")
+    parser.add_argument("--max-upload-mb", type=float, default=defaults["max_upload_bytes"] / 1e6,
+                        help="largest file accepted per upload, in MB (10^6 bytes)")
+    parser.add_argument("--max-duration", type=float, default=defaults["max_duration_s"], metavar="SECONDS",
+                        help="longest speech accepted (the output lasts as long as the speech)")
+    parser.add_argument("--concurrency", type=int, default=defaults["concurrency"],
+                        help="requests processed at the same time")
+    parser.add_argument("--queue-size", type=int, default=defaults["max_queue"],
+                        help="requests that may wait; more are refused until the queue drains")
+    parser.add_argument("--temp-dir", type=Path, default=None,
+                        help="where the app's temporary folder goes (default: the system's temporary folder)")
+    _COMMANDS["demo"] = _run_demo
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from lipsync.demo import DemoSettings, launch
+
+    settings = DemoSettings(host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
+                            precision=args.precision, max_upload_bytes=int(args.max_upload_mb * 1e6),
+                            max_duration_s=args.max_duration, concurrency=args.concurrency,
+                            max_queue=args.queue_size, examples_dir=args.examples, temp_dir=args.temp_dir)
+    launch(settings)
+    return 0
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    from lipsync.eval.evaluate import EvalConfig
+    from lipsync.eval.lse import PROTOCOLS
+
+    defaults = _defaults(EvalConfig)
+    parser = commands.add_parser(
+        "evaluate", help="LSE-D / LSE-C (and FID) of generated videos",
+        description="Score lip sync with syncnet_python's SyncNet exactly as the published evaluations do (frames "
+                    "through the reference's JPEG round trip, 25 fps, 16 kHz audio) and, with --fid, the FID of "
+                    "the face crops against --reference videos. Writes PREFIX.json and PREFIX.md.")
+    parser.add_argument("generated", type=Path, metavar="GENERATED_DIR",
+                        help="folder of generated videos with their speech track (searched recursively), or one video")
+    parser.add_argument("--reference", type=Path, default=None, metavar="DIR",
+                        help="real videos, matched to generated ones by relative path or file name (for --fid)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="lrs2",
+                        help="lrs2: whole frame resized to 224 (Wav2Lip's LRS2 protocol); tracked: face-track crop "
+                             "(syncnet_python's real-video protocol, with our face tracking)")
+    parser.add_argument("--fid", action="store_true", help="also compute FID against --reference")
+    parser.add_argument("--fid-frame-step", type=int, default=defaults["fid_frame_step"], metavar="N",
+                        help="FID uses every N-th frame of each video")
+    parser.add_argument("--syncnet-weights", default=None, metavar="FILE",
+                        help="syncnet_v2.model (default: the cached syncnet_v2)")
+    parser.add_argument("--fid-weights", default=None, metavar="FILE",
+                        help="FID Inception weights (default: the cached fid_inception)")
+    parser.add_argument("--out", type=Path, default=None, metavar="REPORT_PREFIX",
+                        help="write REPORT_PREFIX.json and REPORT_PREFIX.md (default: GENERATED-NAME_eval in the "
+                             "current directory)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _COMMANDS["evaluate"] = _run_evaluate
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lipsync.eval import EvalConfig, Evaluator, write_report
+
+    if args.fid and args.reference is None:
+        raise LipSyncError("--fid compares with real videos: give --reference DIR")
+    config = EvalConfig(fid_frame_step=args.fid_frame_step)
+    evaluator = Evaluator(args.syncnet_weights, (args.fid_weights or "fid_inception") if args.fid else None,
+                          device=args.device, config=config)
+    report = evaluator.evaluate(args.generated, args.reference, protocol=args.protocol, fid=args.fid,
+                                progress=None if args.quiet else tqdm)
+    prefix = args.out or Path(f"{args.generated.resolve().name or 'videos'}_eval")
+    json_path, markdown_path = write_report(report, prefix)
+    print(report.table())
+    print(f"wrote {json_path} and {markdown_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lipsync import __version__
 
@@ -308,8 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_infer(commands)
     _add_download(commands)
+    _add_preprocess(commands)
     _add_train(commands)
     _add_features(commands)
+    _add_demo(commands)
+    _add_evaluate(commands)
     return parser
 
 

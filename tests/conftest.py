@@ -1,9 +1,11 @@
 """Shared fixtures: the real media and the conformance vectors beside the project (../shared)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +49,20 @@ def reference_keys(conformance):
 
 
 @pytest.fixture(scope="session")
-def seeded_state_dict(conformance, reference_keys):
-    """seeded_state_dict("wav2lip_generator") -> the deterministic weights the vectors were made with."""
+def seeded_weights(conformance):
+    """The conformance folder's `seeded_weights` module (deterministic weights from key names)."""
     spec = importlib.util.spec_from_file_location("seeded_weights", conformance / "seeded_weights.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def seeded_state_dict(seeded_weights, reference_keys):
+    """seeded_state_dict("wav2lip_generator") -> the deterministic weights the vectors were made with."""
 
     def build(name: str) -> dict[str, torch.Tensor]:
-        return module.seeded_state_dict(reference_keys(name))
+        return seeded_weights.seeded_state_dict(reference_keys(name))
 
     return build
 
@@ -131,3 +139,60 @@ def probe(path: Path) -> dict:
             info["audio_duration"] = float(stream.duration * stream.time_base)
             info["audio_peak"] = max(float(np.abs(frame.to_ndarray()).max()) for frame in container.decode(stream))
     return info
+
+
+TRAINING_STEMS = ("retalk_face3_25fps", "retalk_face5_25fps", "pcavs_00015_224_25fps", "liveportrait_d20_25fps")
+
+
+@pytest.fixture(scope="session")
+def training_clips(shared_data, tmp_path_factory) -> Path:
+    """Four real talking-head videos preprocessed once per session (reference boxes and 68-point landmarks
+    from the shared annotations stand in for the detector and landmarker)."""
+    from lipsync.train.preprocess import preprocess
+    from oracles import AnnotationLandmarkerFactory, AnnotationTrackerFactory
+
+    videos = tmp_path_factory.mktemp("training_videos")
+    for stem in TRAINING_STEMS:
+        (videos / f"{stem}.mp4").symlink_to(shared_data / "video" / f"{stem}.mp4")
+    out = tmp_path_factory.mktemp("training_clips")
+    annotations = shared_data / "annotations"
+    counts = preprocess(videos, out, AnnotationTrackerFactory(annotations), AnnotationLandmarkerFactory(annotations))
+    assert counts["done"] == len(TRAINING_STEMS)
+    return out
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: multi-threaded CPU kernels may sum in another order from run to run, so
+    bit-exact comparisons (resume) need it; tiny models also run faster without a second thread to wait on."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_torchrun(script: Path, *args: str, port: int, processes: int = 2):
+    """Run `script` under torchrun on this machine's CPU (gloo), one thread per process."""
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                           "--master-port", str(port), str(script), *args],
+                          capture_output=True, text=True, timeout=900, env=environment)
+
+
+@pytest.fixture(scope="session")
+def seeded_s3fd_home(tmp_path_factory, seeded_weights):
+    """A TORCH_HOME whose hub cache holds seeded S3FD weights under face-alignment's file name."""
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    from lipsync.face.detect import S3FD_FILE
+
+    shapes = {key: tuple(value.shape) for key, value in s3fd().state_dict().items()}
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(seeded_weights.seeded_state_dict(shapes), home / "hub" / "checkpoints" / S3FD_FILE)
+    return home

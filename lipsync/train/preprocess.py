@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lipsync.audio import load_audio, melspectrogram
+from lipsync.config import InferenceConfig
 from lipsync.errors import LipSyncError
 from lipsync.face.boxes import integer_box
 from lipsync.face.paste import crop_face
@@ -144,6 +145,31 @@ def preprocess_video(job: VideoJob, tracker: FaceTracker, landmarker: Landmarker
                 "frames_with_face": int(has_face.sum()), "sample_rate": 16000, "crop_sizes": list(CROP_SIZES)}
         writer.commit(meta)
     return meta
+
+
+class DetectionTrackerFactory:
+    """Builds, in each worker process, the pipeline's own pass 1 (S3FD keyframes, tracking, target choice,
+    missing-face policy, smoothing, pads) as the preprocessing face tracker.
+
+    Args:
+        config: the face-tracking fields of an `InferenceConfig` (detect_every, pads, smooth, ...).
+        device: where S3FD runs.
+    """
+
+    def __init__(self, config: InferenceConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.device = device
+
+    def __call__(self) -> FaceTracker:
+        from lipsync.face.locate import IdentifiedDetector, build_face_track
+
+        detector = IdentifiedDetector(self.device, self.config.detect_threshold)
+        config = self.config
+
+        def track(reader: VideoReader, duration: float) -> NDArray[np.float64]:
+            return build_face_track(reader, duration, config, detector).boxes
+
+        return track
 
 
 # Worker processes build their tracker once (a detector loads weights) and reuse it for every video.

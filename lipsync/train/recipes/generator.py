@@ -32,7 +32,7 @@ from lipsync.models.wav2lip import Wav2Lip, Wav2LipDiscQual
 from lipsync.train.data import GeneratorWindowDataset, split_clips
 from lipsync.train.recipe import Models, StepOutput, frozen
 from lipsync.weights import load_into, load_state_dict, resolve_checkpoint
-from syncnet import SyncNetColor, sync_loss
+from syncnet import SyncNetColor, default_mel_steps, sync_loss
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ class GeneratorRecipeConfig:
         expert_checkpoint: the frozen sync expert (SyncNetColor with the generator's window length); None
             trains without the sync loss.
         expert_batchnorm: "running" or "batch" (see the module docstring).
-        expert_mel_steps: the expert's audio window in mel steps.
         discriminator: train with Wav2Lip's visual-quality discriminator (the GAN variant).
         sync_threshold: validation sync loss below which the sync loss is switched on.
         sync_weight: its weight once on; None means 0.03 with the discriminator, 0.01 without.
@@ -68,7 +67,6 @@ class GeneratorRecipeConfig:
     init_checkpoint: str | None = None
     expert_checkpoint: str | None = None
     expert_batchnorm: str = "running"
-    expert_mel_steps: int = 16
     discriminator: bool = True
     sync_threshold: float = 0.75
     sync_weight: float | None = None
@@ -159,8 +157,9 @@ class GeneratorRecipe:
 
     def datasets(self, seed: int):
         train, val = split_clips(Path(self.config.data))
+        # The expert's audio window covers the generator's whole window (16 steps per 5 frames at 25 fps).
         make = lambda clips: GeneratorWindowDataset(clips, self.config.num_frames,  # noqa: E731
-                                                    self.config.expert_mel_steps, seed)
+                                                    default_mel_steps(self.config.num_frames), seed)
         return make(train), (make(val) if val else None)
 
     def _expert_loss(self, generated: torch.Tensor, expert_mel: torch.Tensor, expert: nn.Module) -> torch.Tensor:
@@ -239,5 +238,6 @@ class GeneratorRecipe:
         if self.config.discriminator:
             metadata["disc"] = {"arch": "wav2lip_disc_qual", "config": {}}
         if self.config.expert_checkpoint:
-            metadata["expert"] = {"arch": "syncnet_color", "config": {"num_frames": self.config.num_frames}}
+            metadata["expert"] = {"arch": "syncnet_color", "num_frames": self.config.num_frames,
+                                  "mel_steps": default_mel_steps(self.config.num_frames)}
         return metadata

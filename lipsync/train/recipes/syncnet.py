@@ -17,7 +17,7 @@ from lipsync.config import OptimConfig
 from lipsync.train.data import SyncWindowDataset, split_clips
 from lipsync.train.recipe import Models, StepOutput
 from lipsync.weights import load_into, load_state_dict
-from syncnet import SyncNetColor, sync_loss
+from syncnet import SyncNetColor, default_mel_steps, sync_loss
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,15 @@ class SyncNetRecipeConfig:
     """Attributes:
         data: preprocessed dataset root (`lipsync preprocess` output).
         num_frames: frames per face window (5: Wav2Lip's expert; 16: the MARLIN generator's).
-        mel_steps: audio window length in mel steps (16 = 0.2 s, the released expert's).
+        mel_steps: audio window in mel steps; None matches the frames (16 = 0.2 s for 5 frames, the released
+            expert's; 51 for 16 frames).
         init_checkpoint: weights to start from (e.g. lipsync_expert.pth to fine-tune), or None.
         optim: optimiser settings.
     """
 
     data: str
     num_frames: int = 5
-    mel_steps: int = 16
+    mel_steps: int | None = None
     init_checkpoint: str | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
 
@@ -44,7 +45,7 @@ class SyncNetRecipe:
         self.config = config
 
     def build_models(self, device: torch.device) -> dict[str, nn.Module]:
-        model = SyncNetColor(num_frames=self.config.num_frames)
+        model = SyncNetColor(num_frames=self.config.num_frames, mel_steps=self.config.mel_steps)
         if self.config.init_checkpoint:
             load_into(model, load_state_dict(self.config.init_checkpoint), what=self.config.init_checkpoint)
         return {"syncnet": model.to(device).train()}
@@ -54,7 +55,8 @@ class SyncNetRecipe:
 
     def datasets(self, seed: int):
         train, val = split_clips(Path(self.config.data))
-        make = lambda clips: SyncWindowDataset(clips, self.config.num_frames, self.config.mel_steps, seed)  # noqa: E731
+        mel_steps = self.config.mel_steps or default_mel_steps(self.config.num_frames)
+        make = lambda clips: SyncWindowDataset(clips, self.config.num_frames, mel_steps, seed)  # noqa: E731
         return make(train), (make(val) if val else None)
 
     def _loss(self, batch: dict[str, torch.Tensor], model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,4 +87,6 @@ class SyncNetRecipe:
         pass
 
     def export_metadata(self) -> dict[str, dict[str, Any]]:
-        return {"syncnet": {"arch": "syncnet_color", "config": asdict(self.config)}}
+        return {"syncnet": {"arch": "syncnet_color", "config": asdict(self.config),
+                            "num_frames": self.config.num_frames,
+                            "mel_steps": self.config.mel_steps or default_mel_steps(self.config.num_frames)}}
