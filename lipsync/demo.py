@@ -33,6 +33,7 @@ import numpy as np
 from lipsync.config import EXTEND_MODES, MISSING_FACE_POLICIES, PRECISIONS, InferenceConfig, RuntimeConfig
 from lipsync.errors import LipSyncError
 from lipsync.face.coverage import CoverageReport
+from lipsync.io.video import VIDEO_EXTENSIONS
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
 DOWNLOAD_HINT = "lipsync download wav2lip_gan"
@@ -413,7 +413,7 @@ def _example_files(folder: Path | None) -> tuple[list[str], list[str], list[str]
         return [], [], []
     files = sorted(path for path in Path(folder).iterdir() if path.is_file())
     pick = lambda suffixes: [str(path) for path in files if path.suffix.lower() in suffixes]  # noqa: E731
-    return pick(VIDEO_SUFFIXES), pick(PHOTO_SUFFIXES), pick(AUDIO_SUFFIXES)
+    return pick(VIDEO_EXTENSIONS), pick(PHOTO_SUFFIXES), pick(AUDIO_SUFFIXES)
 
 
 def build_demo(pool: PipelinePool, settings: DemoSettings, space: TempSpace | None = None,

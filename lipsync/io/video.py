@@ -21,6 +21,10 @@ from lipsync.errors import LipSyncError
 
 logger = logging.getLogger(__name__)
 
+# File suffixes taken for videos when a folder is searched (preprocess, evaluate, the demo's examples);
+# single files are probed by content whatever their name.
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
+
 # Demuxers that hold one picture: a face photo rather than a video.
 _STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "jpegxl_pipe")
 

@@ -26,13 +26,12 @@ from lipsync.config import InferenceConfig
 from lipsync.errors import LipSyncError
 from lipsync.face.boxes import integer_box
 from lipsync.face.paste import crop_face
-from lipsync.io.video import VideoReader
+from lipsync.io.video import VIDEO_EXTENSIONS, VideoReader
 from lipsync.playback import source_frames
 from lipsync.train.clips import META, ClipWriter
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 LRS2_LISTS = {"train": "main", "val": "main", "test": "main", "pretrain": "pretrain"}
 CROP_SIZES = (96, 224)
 
