@@ -76,52 +76,57 @@ def seeded_checkpoint(folder: Path) -> Path:
     return path
 
 
-def run_one(duration: float, precision: str, batch_size: int, preset: str) -> dict:
+def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision: str, batch_size: int | None,
+            preset: str) -> dict:
+    """Time one `lipsync infer` in this (fresh) process; its peak RSS is the pipeline's alone."""
     from lipsync import InferenceConfig, LipSyncPipeline, RuntimeConfig
 
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        video, audio = build_inputs(duration, folder)
-        checkpoint = seeded_checkpoint(folder)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        pipeline = LipSyncPipeline.from_pretrained(checkpoint, runtime=RuntimeConfig(precision=precision))
-        load_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        cpu_start = time.process_time()
-        result = pipeline(video, audio, folder / "out.mp4",
-                          InferenceConfig(box=(209.0, 278.0, 549.0, 618.0), batch_size=batch_size, preset=preset))
-        seconds = time.perf_counter() - start
-        return {
-            "duration_s": duration, "precision": precision, "frames": result.num_frames,
-            "wall_s": round(seconds, 2), "fps": round(result.num_frames / seconds, 2),
-            "cpu_s": round(time.process_time() - cpu_start, 2), "model_load_s": round(load_seconds, 2),
-            "stages_s": {stage: round(value, 2) for stage, value in result.stage_seconds.items()},
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "rss_before_run_mb": round(rss_before / 1024, 1),
-        }
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    pipeline = LipSyncPipeline.from_pretrained(checkpoint, runtime=RuntimeConfig(precision=precision))
+    load_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    result = pipeline(video, audio, output,
+                      InferenceConfig(box=(209.0, 278.0, 549.0, 618.0), batch_size=batch_size, preset=preset))
+    seconds = time.perf_counter() - start
+    return {
+        "frames": result.num_frames, "wall_s": round(seconds, 2), "fps": round(result.num_frames / seconds, 2),
+        "cpu_s": round(time.process_time() - cpu_start, 2), "model_load_s": round(load_seconds, 2),
+        "stages_s": {stage: round(value, 2) for stage, value in result.stage_seconds.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_imports_mb": round(rss_before / 1024, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--durations", type=float, nargs="+", default=[10.0, 60.0])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--preset", default="veryfast")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("VIDEO", "AUDIO", "CHECKPOINT", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.durations[0], args.precision, args.batch_size, args.preset)))
+        video, audio, checkpoint, output = map(Path, args.child)
+        print(json.dumps(run_one(video, audio, checkpoint, output, args.precision, args.batch_size, args.preset)))
         return
-    for duration in args.durations:
-        completed = subprocess.run([sys.executable, __file__, "--child", "--durations", str(duration),
-                                    "--precision", args.precision, "--batch-size", str(args.batch_size),
-                                    "--preset", args.preset], capture_output=True, text=True, check=True)
-        figures = json.loads(completed.stdout.strip().splitlines()[-1])
-        stages = ", ".join(f"{stage} {value:.1f}" for stage, value in figures["stages_s"].items())
-        print(f"{figures['duration_s']:>5.0f} s clip, {figures['frames']} frames, {figures['precision']}: "
-              f"{figures['wall_s']:.1f} s wall = {figures['fps']:.1f} frames/s (cpu {figures['cpu_s']:.1f} s); "
-              f"peak RSS {figures['peak_rss_mb']:.0f} MB; stages (s): {stages}")
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        checkpoint = seeded_checkpoint(folder)
+        for duration in args.durations:
+            video, audio = build_inputs(duration, folder)
+            command = [sys.executable, __file__, "--child", str(video), str(audio), str(checkpoint),
+                       str(folder / "out.mp4"), "--precision", args.precision, "--preset", args.preset]
+            if args.batch_size:
+                command += ["--batch-size", str(args.batch_size)]
+            completed = subprocess.run(command, capture_output=True, text=True, check=True)
+            figures = json.loads(completed.stdout.strip().splitlines()[-1])
+            stages = ", ".join(f"{stage} {value:.1f}" for stage, value in figures["stages_s"].items())
+            print(f"{duration:>5.0f} s clip, {figures['frames']} frames, precision {args.precision}: "
+                  f"{figures['wall_s']:.1f} s wall = {figures['fps']:.1f} frames/s (cpu {figures['cpu_s']:.1f} s); "
+                  f"peak RSS {figures['peak_rss_mb']:.0f} MB ({figures['rss_after_imports_mb']:.0f} MB after "
+                  f"imports); stages (s): {stages}")
 
 
 if __name__ == "__main__":

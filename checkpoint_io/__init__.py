@@ -126,10 +126,19 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str)
         raise CheckpointMismatchError(f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}")
 
 
-def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> nn.Module:
-    """`check_state_dict`, then `load_state_dict(strict=True)`; returns the model."""
+def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str, assign: bool = False) -> nn.Module:
+    """`check_state_dict`, then `load_state_dict(strict=True)`; returns the model.
+
+    Args:
+        assign: make the loaded tensors the model's own instead of copying them in. With a model built on
+            the meta device this loads without a second copy of the weights in memory.
+    """
     check_state_dict(model, state, source)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
+    left_on_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if left_on_meta:
+        raise CheckpointMismatchError(f"{source} leaves {len(left_on_meta)} tensor(s) of {type(model).__name__} "
+                                      f"unset: {', '.join(left_on_meta[:5])}")
     return model
 
 

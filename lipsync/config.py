@@ -23,7 +23,8 @@ class InferenceConfig:
     """How one video is lip-synced (per request; the models themselves are chosen when the pipeline is built).
 
     Attributes:
-        batch_size: frames per generator call.
+        batch_size: frames per generator call; None picks by device (16 on CPU, where larger batches fall out
+            of cache and run slower; 128 on GPUs).
         pads: (top, bottom, left, right) pixels added to detected boxes (Wav2Lip `--pads`, default includes
             the chin).
         box: one fixed [x1, y1, x2, y2] face box for every frame; skips detection.
@@ -57,7 +58,7 @@ class InferenceConfig:
         preset: x264 speed preset.
     """
 
-    batch_size: int = 64
+    batch_size: int | None = None
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)
     box: tuple[float, float, float, float] | None = None
     boxes: tuple[tuple[float, float, float, float] | None, ...] | None = None
@@ -78,7 +79,7 @@ class InferenceConfig:
     preset: str = "veryfast"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise LipSyncError(f"batch size must be at least 1, got {self.batch_size}")
         if self.extend not in EXTEND_MODES:
             raise LipSyncError(f"--extend must be one of {', '.join(EXTEND_MODES)}, got {self.extend!r}")
@@ -139,8 +140,8 @@ class RuntimeConfig:
 
     Attributes:
         device: "auto" picks cuda, then mps, then cpu.
-        precision: "auto" uses bf16 where the hardware runs it fast (CUDA with bf16, or a CPU with
-            AVX-512 BF16 / AMX), fp32 otherwise.
+        precision: "auto" uses bf16 where the hardware runs it faster than fp32 (CUDA with bf16, or a CPU
+            with AMX tiles), fp32 otherwise.
         num_threads: torch CPU threads; 0 leaves torch's default.
     """
 

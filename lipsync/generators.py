@@ -57,14 +57,19 @@ def load_generator(model: str | None, checkpoint: str | Path | None) -> nn.Modul
     if model is not None and recorded is not None and recorded != model:
         raise LipSyncError(f"{path} holds a {recorded} generator, not {model}; use --model {recorded}")
     model = model or recorded or "wav2lip"
-    if model == "marlin":
-        if "config" not in metadata:
-            raise LipSyncError(f"{path} has no MARLIN generator config in its metadata; use a checkpoint "
-                               f"written by lipsync train generator --model marlin")
-        generator: nn.Module = MarlinLipSync(MarlinLipSyncConfig.from_dict(json.loads(metadata["config"])))
-    else:
-        generator = Wav2Lip()
-    load_into(generator, load_state_dict(path), what=f"checkpoint {path}")
+    if model == "marlin" and "config" not in metadata:
+        raise LipSyncError(f"{path} has no MARLIN generator config in its metadata; use a checkpoint "
+                           f"written by lipsync train generator --model marlin")
+    # Half-precision checkpoints exist in the wild; assigned tensors keep their dtype, so widen them here.
+    state = {key: value.float() if value.is_floating_point() else value
+             for key, value in load_state_dict(path).items()}
+    # Built without storage, then given the loaded tensors: the weights are in memory once, not twice.
+    with torch.device("meta"):
+        if model == "marlin":
+            generator: nn.Module = MarlinLipSync(MarlinLipSyncConfig.from_dict(json.loads(metadata["config"])))
+        else:
+            generator = Wav2Lip()
+    load_into(generator, state, what=f"checkpoint {path}", assign=True)
     return generator
 
 

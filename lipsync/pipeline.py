@@ -38,7 +38,7 @@ from lipsync.io.writer import VideoWriter
 from lipsync.playback import TimedFrame, playback
 from lipsync.render import FrameRenderer, SynthesisStream
 from lipsync.synthesis import FaceSynthesizer, FrameSynthesisStream, WindowedSynthesizer
-from lipsync.utils.device import resolve_device, resolve_precision
+from lipsync.utils.device import default_batch_size, resolve_device, resolve_precision
 from lipsync.utils.iterables import chunked
 from lipsync.utils.threads import BackgroundConsumer, BackgroundIterator
 
@@ -196,16 +196,19 @@ class LipSyncPipeline:
                 mel: NDArray[np.float32], duration: float, audio: Path, temporary: Path, config: InferenceConfig,
                 clock: _StageClock, progress: Any) -> InferenceResult:
         info = reader.info
+        batch_size = config.batch_size or default_batch_size(self.device)
         bar = progress(total=_estimate_frames(reader, duration), unit="frame", desc="lip-sync") if progress else None
         writer = VideoWriter(temporary, width=info.width, height=info.height, frame_rate=info.frame_rate,
                              time_base=info.time_base, crf=config.crf, preset=config.preset, audio=audio)
-        encoder = BackgroundConsumer(lambda item: clock.timed("encode", writer.write, *item), 2 * config.batch_size)
+        # Frames held at once: one batch being generated, up to one decoded ahead and one waiting to be
+        # encoded, whatever the video's length.
+        encoder = BackgroundConsumer(lambda item: clock.timed("encode", writer.write, *item), batch_size)
         frames = BackgroundIterator(_timed_iteration(playback(reader, duration, config.extend), clock, "decode"),
-                                    2 * config.batch_size)
+                                    batch_size)
         renderer = FrameRenderer(self._stream(), box_of, mel, info.frame_rate, config,
                                  emit=lambda image, at: encoder.put((image, at)), seconds=clock.seconds)
         try:
-            for batch in chunked(frames, config.batch_size):
+            for batch in chunked(frames, batch_size):
                 renderer.add(batch)
                 if bar is not None:
                     bar.update(len(batch))

@@ -206,14 +206,15 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise LipSyncError(str(error)) from None
 
 
-def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], what: str, assign: bool = False) -> None:
     """Strictly load `state` into `model`; any mismatch is one LipSyncError line naming the keys.
 
     Args:
         what: how the user knows this checkpoint (its path), for the message.
+        assign: adopt the loaded tensors (for a model built on the meta device: no second copy).
     """
     try:
-        load_strict(model, state, what)
+        load_strict(model, state, what, assign=assign)
     except CheckpointMismatchError as error:
         raise LipSyncError(str(error)) from None
 

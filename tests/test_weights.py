@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lipsync.errors import LipSyncError
+from lipsync.generators import load_generator
 from lipsync.models import Wav2Lip
 from lipsync.weights import (
     CheckpointEntry,
@@ -62,6 +63,17 @@ def test_torchscript_archive(tmp_path, seeded):
 def test_our_safetensors(tmp_path, seeded):
     save_safetensors(tmp_path / "ours.safetensors", seeded, {"arch": "wav2lip", "config": {"a": 1}})
     _assert_loads(tmp_path / "ours.safetensors", seeded)
+
+
+def test_generator_from_a_half_precision_checkpoint_runs_in_fp32(tmp_path, seeded):
+    # load_generator builds on the meta device and adopts the loaded tensors; fp16 ones must be widened.
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in seeded.items()}, tmp_path / "half.pth")
+    generator = load_generator("wav2lip", tmp_path / "half.pth")
+    state = generator.state_dict()
+    assert all(value.dtype == torch.float32 for value in state.values() if value.is_floating_point())
+    assert not any(value.is_meta for value in state.values())
+    key = "face_encoder_blocks.0.0.conv_block.0.weight"
+    assert torch.equal(state[key], seeded[key].half().float())
 
 
 def test_prefixes_are_stripped_only_at_the_start():

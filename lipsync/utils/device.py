@@ -27,13 +27,32 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _cpu_has_amx() -> bool:
+    # Linux reports the AMX tile units in /proc/cpuinfo; elsewhere assume none.
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in handle)
+    except OSError:
+        return False
+
+
 def fast_bf16_available(device: torch.device) -> bool:
-    """Whether bf16 runs natively fast here (CUDA with bf16, or a CPU with AVX-512 BF16 / AMX)."""
+    """Whether bf16 runs faster than fp32 here: CUDA with bf16, or a CPU with AMX.
+
+    AVX-512 BF16 alone is not enough: on such a CPU without AMX (a Xeon VM without AMX exposed) Wav2Lip's
+    generator ran at 15-17 frames/s in bf16 against 19-22 in fp32.
+    """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                    and _cpu_has_amx())
     return False
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Frames per generator call when none is given: small on CPUs (cache-bound), large on accelerators."""
+    return 16 if device.type == "cpu" else 128
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
