@@ -75,11 +75,14 @@ class WindowedSynthesizer:
         model: maps (b, t, 1, 80, 16) mels and (b, 6, t, s, s) faces to (b, 3, t, s, s), all BGR in [0, 1].
         device, dtype: where and in what precision it runs.
         stride: frames between window starts (default T / 2: every frame is seen by two windows).
-        windows_per_call: windows batched into one model call.
+        windows_per_call: windows batched into one model call; None: 1 on CPU (a 16-frame window already
+            fills the cores, and each extra one adds its full-resolution activations: ViT-S peaked at
+            7.3 GB with 4 and 2.5 GB with 1, and ran faster; benchmarks/marlin_generator_bench.py), 4 on
+            accelerators.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, stride: int | None = None,
-                 windows_per_call: int = 4) -> None:
+                 windows_per_call: int | None = None) -> None:
         self.model = model.eval().to(device)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -90,7 +93,7 @@ class WindowedSynthesizer:
         self.stride = stride or max(1, self.window // 2)
         if not 1 <= self.stride <= self.window:
             raise ValueError(f"stride must be in [1, {self.window}], got {self.stride}")
-        self.windows_per_call = windows_per_call
+        self.windows_per_call = windows_per_call or (1 if device.type == "cpu" else 4)
         self.weights = _window_weights(self.window)
         self._reset()
 

@@ -48,6 +48,23 @@ def test_tiny_forward_backward_on_cpu():
         model(torch.randn(1, 5, 1, 80, 16), torch.rand(1, 6, 5, 96, 96))
 
 
+def test_bf16_autocast_when_the_decoder_ends_above_the_face_size():
+    # Like the released sizes (decoder ends at 224, faces are 96), shrinking the output under bf16 autocast:
+    # CPU's antialiased resize has no bf16 kernel.
+    torch.manual_seed(0)
+    tiny = tiny_config(num_frames=4)
+    config = replace(tiny, encoder_overrides={**tiny.encoder_overrides, "img_size": 64},
+                     decoder_widths=(32, 16, 16, 8, 8))                 # 4x4 tokens -> 128 px -> 96 px
+    model = MarlinLipSync(config).eval()
+    mel, faces = torch.randn(1, 4, 1, 80, 16), torch.rand(1, 6, 4, 96, 96)
+    with torch.inference_mode():
+        full = model(mel, faces)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(mel, faces)
+    assert half.shape == full.shape == (1, 3, 4, 96, 96)
+    assert (half.float() - full).abs().max() < 0.05
+
+
 @pytest.mark.parametrize("pretrained_half", ["masked", "reference"])
 def test_zero_initialised_channels_keep_the_pretrained_features(pretrained_half):
     config = replace(tiny_config(num_frames=4), pretrained_half=pretrained_half)

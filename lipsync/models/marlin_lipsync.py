@@ -215,9 +215,12 @@ class MarlinLipSync(nn.Module):
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size:
         return images
-    # Antialiasing when shrinking (224 -> 96): plain bilinear would alias fine texture.
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=images.shape[-1] > size)
+    # Antialiasing when shrinking (224 -> 96): plain bilinear would alias fine texture. The antialiased CPU
+    # kernel has no bf16 version, so under autocast it runs in fp32 and the result goes back to bf16.
+    shrinking = images.shape[-1] > size
+    resized = F.interpolate(images.float() if shrinking else images, size=(size, size), mode="bilinear",
+                            align_corners=False, antialias=shrinking)
+    return resized.to(images.dtype)
 
 
 def tiny_config(num_frames: int = 4) -> MarlinLipSyncConfig:
