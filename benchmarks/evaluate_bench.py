@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from lipsync.eval import EvalConfig, Evaluator  # noqa: E402
 from lipsync.eval.extract import extract_audio  # noqa: E402
 from lipsync.eval.lse import prepare_clip, score_clip  # noqa: E402
+
+from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
 
 SHARED_ROOT = Path(os.environ.get("LIPSYNC_SHARED", PROJECT_ROOT.parent / "shared"))
 CLIP = SHARED_ROOT / "data" / "video" / "pcavs_00015_224_25fps.mp4"
@@ -79,15 +80,17 @@ def looped_clip(folder: Path, loops: int) -> Path:
 def run_command(video: Path, weights: Path, out: Path, threads: int) -> tuple[float, float, dict]:
     """`lipsync evaluate VIDEO` in a fresh process: (wall seconds, peak RSS MiB of that process, report)."""
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "LIPSYNC_HOME": str(out.parent / "home")}
-    command = [sys.executable, "-c", "import sys; from lipsync.cli import main; sys.exit(main(sys.argv[1:]))",
+    # The child reports its own peak (see peak_memory.py: wait4's ru_maxrss would include this process's).
+    program = ("import sys; sys.path.insert(0, sys.argv[1]); from peak_memory import peak_rss_mb; "
+               "from lipsync.cli import main; code = main(sys.argv[2:]); print(peak_rss_mb()); sys.exit(code)")
+    command = [sys.executable, "-c", program, str(Path(__file__).parent),
                "evaluate", str(video), "--syncnet-weights", str(weights), "--quiet", "--out", str(out)]
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"lipsync evaluate failed on {video}")
-    return wall, usage.ru_maxrss / 1024, json.loads(out.with_suffix(".json").read_text())
+    if completed.returncode != 0:
+        raise SystemExit(f"lipsync evaluate failed on {video}: {completed.stderr.strip()[-500:]}")
+    return wall, float(completed.stdout.split()[-1]), json.loads(out.with_suffix(".json").read_text())
 
 
 def main() -> None:
@@ -144,7 +147,7 @@ def main() -> None:
                 print(f"[{label}] speed-up over the reference's {REFERENCE_SECONDS} s: "
                       f"{REFERENCE_SECONDS / times[best]:.2f}x warm, {REFERENCE_SECONDS / times[0]:.2f}x cold")
         print(f"peak RSS of this process (both clips, model loaded): "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+              f"{peak_rss_mb():.0f} MiB")
 
 
 if __name__ == "__main__":

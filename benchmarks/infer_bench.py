@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -81,7 +82,7 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
     """Time one `lipsync infer` in this (fresh) process; its peak RSS is the pipeline's alone."""
     from lipsync import InferenceConfig, LipSyncPipeline, RuntimeConfig
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mb() * 1024
     start = time.perf_counter()
     pipeline = LipSyncPipeline.from_pretrained(checkpoint, runtime=RuntimeConfig(precision=precision))
     load_seconds = time.perf_counter() - start
@@ -94,7 +95,7 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
         "frames": result.num_frames, "wall_s": round(seconds, 2), "fps": round(result.num_frames / seconds, 2),
         "cpu_s": round(time.process_time() - cpu_start, 2), "model_load_s": round(load_seconds, 2),
         "stages_s": {stage: round(value, 2) for stage, value in result.stage_seconds.items()},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_after_imports_mb": round(rss_before / 1024, 1),
     }
 

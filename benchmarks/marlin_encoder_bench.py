@@ -14,7 +14,6 @@ the ratio of the two medians.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import torch
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from marlin_encoder import Marlin
+
+from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
 
 REFERENCE_S_PER_CLIP = {("marlin_vit_base_ytf", "fp32"): 2.74, ("marlin_vit_base_ytf", "bf16"): 0.95}
 
@@ -61,7 +62,7 @@ def time_interleaved(runners: dict, precision: str, repeats: int) -> dict[str, f
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return peak_rss_mb()
 
 
 def main() -> None:

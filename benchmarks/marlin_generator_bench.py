@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+
+from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
 
 
 def run_one(config_name: str, precision: str, device: str, frames: int) -> dict:
@@ -45,7 +46,7 @@ def run_one(config_name: str, precision: str, device: str, frames: int) -> dict:
     assert produced == frames
     return {"config": config_name, "precision": precision, "device": device, "frames": frames,
             "window": config.num_frames, "fps": round(frames / seconds, 2), "seconds": round(seconds, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(peak_rss_mb())}
 
 
 def main() -> None:

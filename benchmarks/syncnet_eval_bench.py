@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -32,6 +31,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from syncnet import SyncNetV2, evaluate_clip, mfcc  # noqa: E402
+
+from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
 
 SHARED_ROOT = Path(os.environ.get("LIPSYNC_SHARED", PROJECT_ROOT.parent / "shared"))
 REFERENCE_SECONDS = 5.9   # SyncNetInstance.evaluate on this clip, this machine (brief), ffmpeg extraction included
@@ -109,7 +110,7 @@ def main() -> None:
     print(f"speedup vs reference {REFERENCE_SECONDS} s: {REFERENCE_SECONDS / best:.2f}x (best), "
           f"{REFERENCE_SECONDS / median:.2f}x (median), {REFERENCE_SECONDS / cold:.2f}x (cold)")
     print(f"peak RSS (evaluate_clip, inputs and weights included): "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+          f"{peak_rss_mb():.0f} MiB")
     if args.reference_style:
         times = []
         for _ in range(max(1, args.repeats // 2)):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -79,7 +80,7 @@ def run_one(name: str, data: Path, folder: Path, device: str, precision: str, ba
     per_step = [record["seconds_per_step"] for record in records if record["split"] == "train"][1:]
     return {"config": name, "batch": batch, "device": device, "precision": precision,
             "seconds_per_step": round(statistics.median(per_step), 3), "total_s": round(total, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mb": round(peak_rss_mb())}
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def _add_infer(commands: argparse._SubParsersAction) -> None:
                         help="auto picks bf16 where the hardware runs it fast")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                        help="frames per generator call (default: 16 on CPU, 128 on GPU)")
+                        help="frames per generator call (default: 8 on CPU, 128 on GPU)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
                        help="one face box in pixels for every frame (skips detection)")

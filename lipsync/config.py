@@ -23,7 +23,7 @@ class InferenceConfig:
     """How one video is lip-synced (per request; the models themselves are chosen when the pipeline is built).
 
     Attributes:
-        batch_size: frames per generator call; None picks by device (16 on CPU, where larger batches fall out
+        batch_size: frames per generator call; None picks by device (8 on CPU, where larger batches fall out
             of cache and run slower; 128 on GPUs).
         pads: (top, bottom, left, right) pixels added to detected boxes (Wav2Lip `--pads`, default includes
             the chin).

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lipsync.errors import LipSyncError
+from lipsync.models.inference import fold_batch_norms
 from lipsync.models.marlin_lipsync import MarlinLipSync, MarlinLipSyncConfig
 from lipsync.models.wav2lip import Wav2Lip
 from lipsync.synthesis import FaceSynthesizer, Wav2LipSynthesizer, WindowedSynthesizer
@@ -75,7 +76,8 @@ def load_generator(model: str | None, checkpoint: str | Path | None) -> nn.Modul
 
 def load_synthesizer(model: str | None, checkpoint: str | Path | None, device: torch.device, dtype: torch.dtype
                      ) -> FaceSynthesizer | WindowedSynthesizer:
-    generator = load_generator(model, checkpoint)
+    # This generator is ours alone and only runs inference, so its batch norms can go.
+    generator = fold_batch_norms(load_generator(model, checkpoint))
     logger.info("%s generator on %s in %s", type(generator).__name__, device, str(dtype).removeprefix("torch."))
     if isinstance(generator, MarlinLipSync):
         return WindowedSynthesizer(generator, device, dtype)

@@ -11,7 +11,6 @@ Axis legend: k MFCC coefficients, s MFCC steps (100 per second).
 from __future__ import annotations
 
 import numpy as np
-import python_speech_features
 
 __all__ = ["MFCC_SAMPLE_RATE", "MFCC_STEPS_PER_FRAME", "MFCC_WINDOW", "mfcc"]
 
@@ -36,6 +35,8 @@ def mfcc(audio_int16: np.ndarray, sample_rate: int) -> np.ndarray:
     audio = np.asarray(audio_int16)
     if audio.ndim != 1:
         raise ValueError(f"expected mono (num_samples,) audio, got shape {audio.shape}")
+    import python_speech_features   # imported on use: it pulls in scipy, which lip-syncing never needs
+
     # Computed in float64 by python_speech_features, cast once as the reference's .float() does.
     features = python_speech_features.mfcc(audio, sample_rate)     # s k
     return np.ascontiguousarray(features.T, dtype=np.float32)        # k s

@@ -18,7 +18,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.signal
 import torch
 import torch.nn.functional as F
 
@@ -145,6 +144,8 @@ class SyncNetScorer:
             median = torch.median(mdist)   # lower middle value for even counts, as the reference's torch.median
             confidence = median - minval
             fconf = (median - dists[:, minidx]).numpy()
+        import scipy.signal   # here, not at the top: scipy.signal costs 50 MB and a second for everyone else
+
         with warnings.catch_warnings():
             # Clips shorter than the filter are zero-padded, as in the reference; scipy warns about it every time.
             warnings.filterwarnings("ignore", message="kernel_size exceeds volume extent")

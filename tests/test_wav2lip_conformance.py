@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from lipsync.generators import load_synthesizer
 from lipsync.models import Wav2Lip, Wav2LipDiscQual
 from lipsync.synthesis import Wav2LipSynthesizer
 
@@ -46,6 +47,18 @@ def test_generator_single_frame_call(generator, vectors):
         embedding = generator.audio_encoder(torch.from_numpy(reference["audio_single"]))
     assert np.abs(output.numpy() - reference["output_single"]).max() <= 1e-4
     assert np.abs(embedding.numpy() - reference["audio_embedding_single"]).max() <= 5e-4
+
+
+def test_the_pipelines_generator_with_folded_batch_norms_still_matches(seeded_wav2lip_checkpoint, vectors):
+    # lipsync infer loads the official checkpoint file and folds each batch norm into its convolution.
+    synthesizer = load_synthesizer("wav2lip", seeded_wav2lip_checkpoint, torch.device("cpu"), torch.float32)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in synthesizer.model.modules())
+    reference = vectors("wav2lip_generator")
+    with torch.no_grad():
+        for audio, face, expected in [("audio_sequences", "face_sequences", "output"),
+                                      ("audio_single", "face_single", "output_single")]:
+            output = synthesizer.model(torch.from_numpy(reference[audio]), torch.from_numpy(reference[face]))
+            assert np.abs(output.numpy() - reference[expected]).max() <= 1e-4
 
 
 def test_synthesizer_feeds_the_generator_like_inference_py(generator, vectors):

@@ -52,7 +52,7 @@ def fast_bf16_available(device: torch.device) -> bool:
 
 def default_batch_size(device: torch.device) -> int:
     """Frames per generator call when none is given: small on CPUs (cache-bound), large on accelerators."""
-    return 16 if device.type == "cpu" else 128
+    return 8 if device.type == "cpu" else 128
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

@@ -1,0 +1,23 @@
+"""Peak resident memory of the current process, as every benchmark here reports it."""
+from __future__ import annotations
+
+import resource
+import sys
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS in MiB.
+
+    Not `ru_maxrss` alone: Linux carries the parent's high-water mark into a child across fork + exec, so a
+    benchmark child started by a parent holding torch and a model would report the parent's peak when its
+    own is lower. /proc's VmHWM belongs to this process's address space only.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024          # reported in kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB elsewhere
