@@ -22,12 +22,13 @@ def run_one(config_name: str, precision: str, device: str, frames: int) -> dict:
     import numpy as np
     import torch
 
+    from lipsync.models.inference import fold_batch_norms
     from lipsync.models.marlin_lipsync import PRESETS, MarlinLipSync, tiny_config
     from lipsync.synthesis import WindowedSynthesizer
 
     config = tiny_config() if config_name == "tiny" else PRESETS[config_name]
     torch.manual_seed(0)
-    model = MarlinLipSync(config)
+    model = fold_batch_norms(MarlinLipSync(config))       # as lipsync infer loads it
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     synthesizer = WindowedSynthesizer(model, torch.device(device), dtype)
     rng = np.random.default_rng(0)

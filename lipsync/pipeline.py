@@ -196,7 +196,8 @@ class LipSyncPipeline:
                 mel: NDArray[np.float32], duration: float, audio: Path, temporary: Path, config: InferenceConfig,
                 clock: _StageClock, progress: Any) -> InferenceResult:
         info = reader.info
-        batch_size = config.batch_size or default_batch_size(self.device)
+        # Sized for where the generator runs (a caller may pair a GPU synthesizer with a CPU detector).
+        batch_size = config.batch_size or default_batch_size(getattr(self.synthesizer, "device", self.device))
         bar = progress(total=_estimate_frames(reader, duration), unit="frame", desc="lip-sync") if progress else None
         writer = VideoWriter(temporary, width=info.width, height=info.height, frame_rate=info.frame_rate,
                              time_base=info.time_base, crf=config.crf, preset=config.preset, audio=audio)

@@ -87,6 +87,9 @@ class S3FDDetector:
         except (RuntimeError, OSError, EOFError) as error:
             raise LipSyncError(f"cannot load S3FD weights {path}: {str(error).splitlines()[0]}") from None
         self.network = self._detector.face_detector
+        if torch.device(device).type == "cuda":
+            # face-alignment's own detection switched this on; S3FD sees one frame size per video.
+            torch.backends.cudnn.benchmark = True
         self.device = torch.device(device)
         self.max_side = max_side
         self.threshold = threshold
@@ -121,7 +124,9 @@ def decode_s3fd(outputs: Sequence[torch.Tensor], min_score: float) -> list[NDArr
     candidates: list[list[NDArray[np.float64]]] = [[] for _ in range(batch)]
     for level in range(len(outputs) // 2):
         scores = torch.softmax(outputs[2 * level].float(), dim=1)[:, 1]                 # (b, h, w)
-        image, row, col = torch.nonzero(scores > min_score, as_tuple=True)
+        # Compared in float64 as face-alignment does (its scores reach the threshold test as float64): a
+        # float32 comparison would treat a score equal to float32(0.1) differently for a threshold of 0.1.
+        image, row, col = torch.nonzero(scores.double() > min_score, as_tuple=True)
         if len(image) == 0:
             continue
         stride = 2 ** (level + 2)

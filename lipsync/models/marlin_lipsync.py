@@ -216,11 +216,12 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size:
         return images
     # Antialiasing when shrinking (224 -> 96): plain bilinear would alias fine texture. The antialiased CPU
-    # kernel has no bf16 version, so under autocast it runs in fp32 and the result goes back to bf16.
-    shrinking = images.shape[-1] > size
-    resized = F.interpolate(images.float() if shrinking else images, size=(size, size), mode="bilinear",
-                            align_corners=False, antialias=shrinking)
-    return resized.to(images.dtype)
+    # kernel has no bf16 version, so under autocast a shrink runs, and returns, in fp32 (for the generator's
+    # final output that also spares a rounding to bf16 before the pixels are quantised).
+    if images.shape[-1] > size:
+        return F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def tiny_config(num_frames: int = 4) -> MarlinLipSyncConfig:
