@@ -77,7 +77,7 @@ class WindowedSynthesizer:
         stride: frames between window starts (default T / 2: every frame is seen by two windows).
         windows_per_call: windows batched into one model call; None: 1 on CPU (a 16-frame window already
             fills the cores, and each extra one adds its full-resolution activations: ViT-S peaked at
-            7.3 GB with 4 and 2.5 GB with 1, and ran faster; benchmarks/marlin_generator_bench.py), 4 on
+            7.3 GB with 4 and 2.4-2.5 GB with 1, and ran faster; benchmarks/marlin_generator_bench.py), 4 on
             accelerators.
     """
 
