@@ -24,6 +24,7 @@ o output channels, h height, w width.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 
 import numpy as np
@@ -155,9 +156,18 @@ class FastLipEncoder:
         self.conv3, self.conv4, self.conv5 = _folded_2d(tower, 8), _folded_2d(tower, 11), _folded_2d(tower, 14)
         self.conv6 = _folded_2d(tower, 18)
 
-    @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, num_windows: int, windows_per_chunk: int = 20) -> torch.Tensor:
-        """Embed windows ``frames[v:v + 5]`` for v < ``num_windows``.
+        """Embed windows ``frames[v:v + 5]`` for v < ``num_windows``: ``head(trunk(...))``.
+
+        Returns:
+            (num_windows, embed_dim) float32 lip embeddings (``forward_lip`` outputs).
+        """
+        with torch.inference_mode():
+            return self.head(self.trunk(frames, num_windows, windows_per_chunk))
+
+    @torch.inference_mode()
+    def trunk(self, frames: torch.Tensor, num_windows: int, windows_per_chunk: int = 20) -> torch.Tensor:
+        """The tower before the fully connected head for windows ``frames[v:v + 5]``, v < ``num_windows``.
 
         Args:
             frames: (t, 224, 224, 3) uint8 (or float 0..255) BGR frames, t >= num_windows + 4. May stay on the
@@ -167,7 +177,7 @@ class FastLipEncoder:
                 of 4). Affects memory and speed only, never the values beyond float32 summation order.
 
         Returns:
-            (num_windows, embed_dim) float32 lip embeddings (``forward_lip`` outputs).
+            (num_windows, 512) float32 features; ``head`` turns them into embeddings.
         """
         num_frames = frames.shape[0]
         if tuple(frames.shape[1:]) != (FRAME_SIZE, FRAME_SIZE, 3):
@@ -188,7 +198,50 @@ class FastLipEncoder:
                 self._first_layer(frames, first_window + offset, buffers, out=group_out)
             pooled = pooled.clamp_min_(0).permute(0, 3, 1, 2)                            # ReLU; v o h w channels-last
             features.append(self._later_layers(pooled)[: last_window - first_window])
-        return self.head(torch.cat(features))
+        return torch.cat(features)
+
+    def stream(self, blocks: Iterable[torch.Tensor | np.ndarray], windows_per_chunk: int = 20
+               ) -> tuple[torch.Tensor, int]:
+        """``trunk`` of every window of a clip that arrives in consecutive blocks of frames, holding few of them.
+
+        Frames are consumed in spans of one chunk plus 4: each span goes through the tower exactly as ``trunk``
+        takes that chunk of the whole clip (same 4-window groups, the same frames behind each group, zeros only
+        past the clip's end), so the features equal those of one call on the stacked clip. Pass the rows wanted
+        through ``head`` in one call: a matrix product's rounding can depend on its row count, so the head
+        of the same rows as a whole-clip call gives the same embeddings bit for bit.
+
+        Args:
+            blocks: (n, 224, 224, 3) uint8 BGR frames, in order; any n, including 0.
+            windows_per_chunk: as ``__call__``.
+
+        Returns:
+            ((num_frames - 4, 512) float32 features of every window that fits, num_frames).
+        """
+        chunk = max(1, -(-windows_per_chunk // TEMPORAL_TILE)) * TEMPORAL_TILE
+        span = chunk + LIP_WINDOW - 1
+        pending: list[torch.Tensor] = []
+        held = 0
+        num_frames = 0
+        features = []
+        for block in blocks:
+            block = torch.as_tensor(block)
+            num_frames += block.shape[0]
+            pending.append(block)
+            held += block.shape[0]
+            if held < span:
+                continue
+            frames = pending[0] if len(pending) == 1 else torch.cat(pending)
+            start = 0
+            while held - start >= span:
+                features.append(self.trunk(frames[start : start + span], chunk, windows_per_chunk))
+                start += chunk
+            pending, held = [frames[start:]], held - start
+        if held >= LIP_WINDOW:
+            frames = pending[0] if len(pending) == 1 else torch.cat(pending)
+            features.append(self.trunk(frames, held - LIP_WINDOW + 1, windows_per_chunk))
+        if not features:
+            return torch.zeros(0, self.head.hidden[0].shape[1], device=self.device), num_frames
+        return torch.cat(features), num_frames
 
     def _first_layer(self, frames: torch.Tensor, first_window: int, buffers: "_Buffers", out: torch.Tensor) -> None:
         """Conv3d + BN + max pool of windows first_window .. + 3 into ``out`` (4, 54, 54, 96); ReLU still to do."""

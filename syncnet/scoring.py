@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from syncnet.fast_encoders import FRAME_SIZE, FastAudioEncoder, FastLipEncoder
+from syncnet.fast_encoders import FRAME_SIZE, TEMPORAL_TILE, FastAudioEncoder, FastLipEncoder
 from syncnet.mfcc import MFCC_SAMPLE_RATE, MFCC_STEPS_PER_FRAME, MFCC_WINDOW, mfcc
 from syncnet.syncnet_v2 import LIP_WINDOW, SyncNetV2
 
@@ -69,7 +70,7 @@ def _describe(array: object) -> str:
     return f"{type(array).__name__} {getattr(array, 'dtype', '')} {getattr(array, 'shape', '')}"
 
 
-def _validate(frames: np.ndarray, audio_int16: np.ndarray, sample_rate: int) -> None:
+def _validate_frames(frames: np.ndarray) -> None:
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         expected = f"(t, {FRAME_SIZE}, {FRAME_SIZE}, 3) uint8 BGR array"
         raise ValueError(f"frames must be a {expected}, got {_describe(frames)}")
@@ -78,6 +79,9 @@ def _validate(frames: np.ndarray, audio_int16: np.ndarray, sample_rate: int) -> 
             f"frames are {frames.shape[1]}x{frames.shape[2]}; SyncNet needs {FRAME_SIZE}x{FRAME_SIZE} face crops "
             "(resize them before scoring)"
         )
+
+
+def _validate_audio(audio_int16: np.ndarray, sample_rate: int) -> None:
     if sample_rate != MFCC_SAMPLE_RATE:
         raise ValueError(f"audio is {sample_rate} Hz; SyncNet needs {MFCC_SAMPLE_RATE} Hz (resample it first)")
     if not isinstance(audio_int16, np.ndarray) or audio_int16.dtype != np.int16 or audio_int16.ndim != 1:
@@ -85,6 +89,23 @@ def _validate(frames: np.ndarray, audio_int16: np.ndarray, sample_rate: int) -> 
             f"audio must be mono int16 samples (num_samples,), got {_describe(audio_int16)}; "
             "float audio in [-1, 1] would shift the MFCC energy term"
         )
+
+
+class _CheckedBlocks:
+    """Validates blocks of frames as they pass, counts every frame, and passes on at most `limit` of them."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], limit: int) -> None:
+        self.blocks = blocks
+        self.limit = limit
+        self.count = 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for block in self.blocks:
+            _validate_frames(block)
+            room = max(0, self.limit - self.count)
+            self.count += block.shape[0]
+            if room > 0:
+                yield torch.from_numpy(np.ascontiguousarray(block[:room]))
 
 
 class SyncNetScorer:
@@ -112,15 +133,43 @@ class SyncNetScorer:
         batch_size: int = 20,
     ) -> dict[str, Any]:
         """Score one clip; see :func:`evaluate_clip` for the arguments and the returned dict."""
-        _validate(frames, audio_int16, sample_rate)
-        num_frames = frames.shape[0]
+        _validate_frames(frames)
+        return self.score_stream([frames], audio_int16, sample_rate=sample_rate, vshift=vshift,
+                                 batch_size=batch_size)
+
+    def score_stream(
+        self,
+        blocks: Iterable[np.ndarray],
+        audio_int16: np.ndarray,
+        *,
+        sample_rate: int = MFCC_SAMPLE_RATE,
+        vshift: int = 15,
+        batch_size: int = 20,
+    ) -> dict[str, Any]:
+        """Score a clip whose frames arrive in consecutive blocks (a long video in bounded memory).
+
+        The same numbers as scoring the stacked frames: the lip embeddings are computed span by span exactly
+        as on the whole clip.
+
+        Args:
+            blocks: (n, 224, 224, 3) uint8 BGR face crops at 25 fps, in order.
+            audio_int16, sample_rate, vshift, batch_size: as :func:`evaluate_clip`.
+        """
+        _validate_audio(audio_int16, sample_rate)
+        audio_frames = len(audio_int16) // AUDIO_SAMPLES_PER_FRAME
+        # Frames past the audio are never scored; the last scored window's group reads at most 3 frames past
+        # min_length, so a margin of two groups keeps every computed value as in the whole-clip call.
+        counted = _CheckedBlocks(blocks, limit=audio_frames + 2 * TEMPORAL_TILE)
+        with torch.inference_mode():
+            lip_all, _ = self.lip_encoder.stream(counted, batch_size)
+        num_frames = counted.count
         if num_frames / VIDEO_FPS != len(audio_int16) / sample_rate:
             # Informational, as in the reference; the shorter stream bounds the evaluation.
             logger.info(
                 "audio (%.4fs) and video (%.4fs) lengths differ",
                 len(audio_int16) / sample_rate, num_frames / VIDEO_FPS,
             )
-        min_length = min(num_frames, len(audio_int16) // AUDIO_SAMPLES_PER_FRAME)
+        min_length = min(num_frames, audio_frames)
         # The reference evaluates min_length - 5 windows, one fewer than fit; kept for identical scores.
         num_windows = min_length - LIP_WINDOW
         if num_windows < 1:
@@ -136,8 +185,7 @@ class SyncNetScorer:
                 self.audio_encoder(audio_windows[start : start + AUDIO_WINDOWS_PER_BATCH].to(self.device))
                 for start in range(0, num_windows, AUDIO_WINDOWS_PER_BATCH)
             ]).cpu()
-            frames_tensor = torch.from_numpy(np.ascontiguousarray(frames))
-            lip = self.lip_encoder(frames_tensor, num_windows, batch_size).cpu()
+            lip = self.lip_encoder.head(lip_all[:num_windows]).cpu()
             dists = calc_pdist(lip, aud, vshift)                                     # v j
             mdist = dists.mean(0)
             minval, minidx = torch.min(mdist, 0)

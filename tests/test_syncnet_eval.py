@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
@@ -94,6 +95,33 @@ def test_evaluate_clip_matches_reference(evaluation, eval_vectors):
         np.testing.assert_allclose(evaluation[key], z[key], rtol=0, atol=2e-3, err_msg=key)
     assert abs(evaluation["min_dist"] - float(z["minval"])) <= 2e-3
     assert abs(evaluation["confidence"] - float(z["conf"])) <= 2e-3
+
+
+@pytest.mark.parametrize("block_sizes", [(1,), (7,), (23, 1, 60)], ids=["frame_by_frame", "sevens", "uneven"])
+def test_frames_streamed_in_blocks_give_the_whole_clips_embeddings(decoded_frames, eval_vectors, syncnet_v2,
+                                                                   evaluation, block_sizes):
+    blocks, start, sizes = [], 0, itertools.cycle(block_sizes)
+    while start < len(decoded_frames):
+        size = next(sizes)
+        blocks.append(decoded_frames[start : start + size])
+        start += size
+    scorer = SyncNetScorer(syncnet_v2)
+    streamed = scorer.score_stream(iter(blocks), eval_vectors["audio_int16"])
+    # Against the encoder's one call on the whole stacked clip, as scoring ran before streaming existed.
+    whole = scorer.lip_encoder(torch.from_numpy(decoded_frames), 169).numpy()
+    np.testing.assert_array_equal(streamed["lip_features"], whole)
+    for key in ("dists", "fconfm"):
+        np.testing.assert_array_equal(streamed[key], evaluation[key])
+    assert (streamed["offset"], streamed["num_frames"]) == (evaluation["offset"], 174)
+
+
+def test_video_longer_than_its_audio_streams_only_what_is_scored(decoded_frames, eval_vectors, syncnet_v2):
+    audio = eval_vectors["audio_int16"][: 100 * 640]            # 100 frames of audio under 174 of video
+    scorer = SyncNetScorer(syncnet_v2)
+    streamed = scorer.score_stream(iter(np.array_split(decoded_frames, 9)), audio)
+    assert (streamed["num_frames"], streamed["min_length"]) == (174, 100)
+    whole = scorer.lip_encoder(torch.from_numpy(decoded_frames), 95).numpy()
+    np.testing.assert_array_equal(streamed["lip_features"], whole)
 
 
 @pytest.mark.slow

@@ -22,9 +22,10 @@ from numpy.typing import NDArray
 
 from lipsync.config import InferenceConfig
 from lipsync.errors import LipSyncError
+from lipsync.eval.extract import extract_audio
 from lipsync.eval.fid import FID_BATCH_SIZE, FIDFeatures, FIDStats, FIDStatsCache, frechet_distance, stats_key
-from lipsync.eval.lse import (CROP_SCALE, PROTOCOLS, box_geometry, crop_geometry, face_crops, fill_track,
-                              prepare_clip, score_clip)
+from lipsync.eval.lse import (CROP_SCALE, PROTOCOLS, ClipFrames, box_geometry, crop_geometry, face_crops,
+                              fill_track, score_frames)
 from lipsync.eval.report import EvaluationReport, VideoScore, WeightsInfo
 from lipsync.face.detect import FaceDetector
 from lipsync.io.video import VIDEO_EXTENSIONS
@@ -220,14 +221,16 @@ class Evaluator:
                 geometry = box_geometry(box)
             else:
                 geometry, missing = self._geometry(path, name)
-        clip = prepare_clip(path, protocol, geometry, face_step=face_step)
-        clip_score = score_clip(self.scorer, clip, name, self.config.vshift, self.config.batch_size)
+        # Frames stream through SyncNet block by block: memory does not grow with the video's length.
+        frames = ClipFrames(path, protocol, geometry, face_step=face_step)
+        audio = extract_audio(path)
+        clip_score = score_frames(self.scorer, frames, audio, name, self.config.vshift, self.config.batch_size)
         score = VideoScore(name=name, reference=None, offset=clip_score.offset, lse_d=clip_score.lse_d,
                            lse_c=clip_score.lse_c, frames=clip_score.num_frames, windows=clip_score.num_windows,
-                           source_frames=clip.source_frames, source_fps=round(float(clip.info.frame_rate), 6),
-                           resampled=clip.info.resampled, audio_seconds=round(clip_score.audio_seconds, 6),
+                           source_frames=frames.source_frames, source_fps=round(float(frames.info.frame_rate), 6),
+                           resampled=frames.info.resampled, audio_seconds=round(clip_score.audio_seconds, 6),
                            face_frames_filled=missing)
-        return score, clip_score.fconfm, clip.faces
+        return score, clip_score.fconfm, frames.faces
 
     def frame_confidence(self, video: str | Path, box: Sequence[float] | None = None) -> NDArray[np.float32]:
         """SyncNet's framewise confidence (``fconfm``) over a video: the demo's per-frame sync plot.

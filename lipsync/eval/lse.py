@@ -22,7 +22,7 @@ Axis legend: t frames (25 fps), h height, w width, c channels.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,8 @@ from syncnet import SyncNetScorer
 from syncnet.fast_encoders import FRAME_SIZE
 from syncnet.mfcc import MFCC_SAMPLE_RATE
 
-__all__ = ["PROTOCOLS", "ClipScore", "PreparedClip", "box_geometry", "crop_geometry", "face_crops", "fill_track",
-           "lrs2_crop", "prepare_clip", "score_clip", "tracked_crop"]
+__all__ = ["PROTOCOLS", "ClipFrames", "ClipScore", "PreparedClip", "box_geometry", "crop_geometry", "face_crops",
+           "fill_track", "lrs2_crop", "prepare_clip", "score_clip", "score_frames", "tracked_crop"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,62 @@ def _check(protocol: str, geometry: NDArray[np.float64] | None) -> None:
         raise ValueError("the tracked protocol needs the crop geometry of every frame")
 
 
+class ClipFrames:
+    """A video's SyncNet frames (25 fps 224x224 crops, JPEG round-tripped) as blocks, decoded as they are used.
+
+    Iterating decodes the video once; afterwards `faces` and `source_frames` describe what was seen. Only one
+    block of frames is held at a time, so a long video is scored in bounded memory.
+
+    Args: as `prepare_clip`; `block_size` frames per block.
+    """
+
+    def __init__(self, path: str | Path, protocol: str, geometry: NDArray[np.float64] | None = None,
+                 face_step: int = 0, block_size: int = 32) -> None:
+        self.path = Path(path)
+        _check(protocol, geometry)
+        self.protocol = protocol
+        self.geometry = geometry
+        self.face_step = face_step
+        self.block_size = block_size
+        self.info = probe_video(self.path)
+        self.faces = _stack([])
+        self.source_frames = 0
+
+    def __iter__(self) -> Iterator[NDArray[np.uint8]]:
+        round_trip = JpegRoundTrip(self.info.sample_aspect_ratio)
+        block: list[NDArray[np.uint8]] = []
+        faces: list[NDArray[np.uint8]] = []
+        shown: set[int] = set()
+        count = 0
+        for item in syncnet_frames(self.path, self.info):
+            shown.add(item.source_index)
+            keep = self.face_step > 0 and item.index % self.face_step == 0
+            if self.protocol == "lrs2":
+                # The reference encodes and decodes the whole frame, then resizes the decoded JPEG.
+                block.append(lrs2_crop(round_trip(item.frame)))
+                crop = _face_crop(item, self.protocol, self.geometry, self.path) if keep else None
+            else:
+                # The reference writes the crop to a video and extracts that to JPEG: the round trip is on the crop.
+                crop = _face_crop(item, self.protocol, self.geometry, self.path)
+                block.append(round_trip(crop))
+            if keep:
+                faces.append(crop)
+            count += 1
+            if len(block) == self.block_size:
+                yield np.stack(block)
+                block = []
+        if block:
+            yield np.stack(block)
+        self.faces, self.source_frames = _stack(faces), len(shown)
+        if count == 0:
+            raise LipSyncError(f"no decodable frame in {self.path}")
+
+
 def prepare_clip(path: str | Path, protocol: str, geometry: NDArray[np.float64] | None = None,
                  face_step: int = 0) -> PreparedClip:
-    """Decode a video into SyncNet's 25 fps 224x224 crops (JPEG round-tripped) and its 16 kHz int16 audio.
+    """Decode a whole video into SyncNet's 25 fps 224x224 crops (JPEG round-tripped) and its 16 kHz int16 audio.
+
+    Holds every frame; `Evaluator.score_video` streams `ClipFrames` instead.
 
     Args:
         path: the video.
@@ -184,30 +237,10 @@ def prepare_clip(path: str | Path, protocol: str, geometry: NDArray[np.float64] 
     Raises:
         LipSyncError: unreadable video, no audio track, or a tracked crop without geometry for a frame.
     """
-    path = Path(path)
-    _check(protocol, geometry)
-    info = probe_video(path)
-    round_trip = JpegRoundTrip(info.sample_aspect_ratio)
-    frames: list[NDArray[np.uint8]] = []
-    faces: list[NDArray[np.uint8]] = []
-    shown: set[int] = set()
-    for item in syncnet_frames(path, info):
-        shown.add(item.source_index)
-        keep = face_step > 0 and item.index % face_step == 0
-        if protocol == "lrs2":
-            # The reference encodes and decodes the whole frame, then resizes the decoded JPEG.
-            frames.append(lrs2_crop(round_trip(item.frame)))
-            crop = _face_crop(item, protocol, geometry, path) if keep else None
-        else:
-            # The reference writes the crop to a video and extracts that to JPEG: the round trip is on the crop.
-            crop = _face_crop(item, protocol, geometry, path)
-            frames.append(round_trip(crop))
-        if keep:
-            faces.append(crop)
-    if not frames:
-        raise LipSyncError(f"no decodable frame in {path}")
-    return PreparedClip(frames=np.stack(frames), audio=extract_audio(path), info=info, faces=_stack(faces),
-                        source_frames=len(shown))
+    frames = ClipFrames(path, protocol, geometry, face_step)
+    stacked = np.concatenate(list(frames))
+    return PreparedClip(frames=stacked, audio=extract_audio(path), info=frames.info, faces=frames.faces,
+                        source_frames=frames.source_frames)
 
 
 def face_crops(path: str | Path, protocol: str, geometry: NDArray[np.float64] | None = None,
@@ -255,11 +288,18 @@ class ClipScore:
 
 def score_clip(scorer: SyncNetScorer, clip: PreparedClip, what: str, vshift: int = 15,
                batch_size: int = 20) -> ClipScore:
-    """Score a prepared clip (see `syncnet.evaluate_clip` for the statistics).
+    """Score a prepared clip; see `score_frames`."""
+    return score_frames(scorer, [clip.frames], clip.audio, what, vshift, batch_size)
+
+
+def score_frames(scorer: SyncNetScorer, blocks: Iterable[NDArray[np.uint8]], audio: NDArray[np.int16], what: str,
+                 vshift: int = 15, batch_size: int = 20) -> ClipScore:
+    """Score a clip whose frames come in blocks (see `syncnet.evaluate_clip` for the statistics).
 
     Args:
         scorer: the loaded SyncNet.
-        clip: `prepare_clip`'s output.
+        blocks: (n, 224, 224, 3) uint8 BGR 25 fps crops in order (`ClipFrames`, or one whole array).
+        audio: (num_samples,) int16 mono 16 kHz.
         what: the video's name, for messages.
         vshift: largest offset tried, in frames (the reference's default 15).
         batch_size: windows per forward pass (speed and memory only).
@@ -268,10 +308,10 @@ def score_clip(scorer: SyncNetScorer, clip: PreparedClip, what: str, vshift: int
         LipSyncError: a clip shorter than 6 frames (or 0.24 s of audio).
     """
     try:
-        result: dict[str, Any] = scorer(clip.frames, clip.audio, vshift=vshift, batch_size=batch_size)
+        result: dict[str, Any] = scorer.score_stream(blocks, audio, vshift=vshift, batch_size=batch_size)
     except ValueError as error:
         raise LipSyncError(f"cannot score {what}: {error}") from None
     return ClipScore(offset=int(result["offset"]), lse_d=float(result["min_dist"]),
                      lse_c=float(result["confidence"]), fconfm=result["fconfm"], num_frames=int(result["num_frames"]),
                      num_windows=int(result["dists"].shape[0]),
-                     audio_seconds=len(clip.audio) / MFCC_SAMPLE_RATE)
+                     audio_seconds=len(audio) / MFCC_SAMPLE_RATE)
