@@ -20,8 +20,9 @@ from lipsync.cli import main
 from lipsync.errors import LipSyncError
 from lipsync.eval.evaluate import EvalConfig, Evaluator, cached_sync_scorer, find_videos, match_videos
 from lipsync.eval.extract import JpegRoundTrip, extract_audio, probe_video, syncnet_frames, to_full_range
-from lipsync.eval.fid import FIDFeatures, FIDStats, build_fid_inception, frechet_distance
-from lipsync.eval.lse import CROP_PAD_VALUE, CROP_SCALE, box_geometry, crop_geometry, prepare_clip, tracked_crop
+from lipsync.eval.fid import FeatureBatcher, FIDFeatures, FIDStats, build_fid_inception, frechet_distance
+from lipsync.eval.lse import (CROP_PAD_VALUE, CROP_SCALE, box_geometry, crop_geometry, face_crops, prepare_clip,
+                              tracked_crop)
 from lipsync.eval.report import write_report
 from test_tracking import ReferenceDetector
 
@@ -200,6 +201,17 @@ def test_fid_features_equal_pytorch_fid_inception(fid_file, monkeypatch):
         torch.testing.assert_close(ours(images), expected, rtol=0, atol=1e-5)
     faces = (images.permute(0, 2, 3, 1).numpy()[..., ::-1] * 255).round().astype(np.uint8)   # BGR uint8
     assert ours.features(faces).shape == (2, 2048)
+
+
+def test_fid_crops_handed_over_one_by_one_give_the_stacked_features(shared_data, fid_file):
+    # lipsync evaluate feeds FID as frames stream past; batching must be exactly that of the stacked crops.
+    faces = face_crops(shared_data / "video" / "retalk_face5_25fps.mp4", "lrs2", step=9)[:7]
+    model = FIDFeatures.from_file(fid_file)
+    batcher = FeatureBatcher(model, batch_size=3)
+    for face in faces:
+        batcher.add(face)
+    np.testing.assert_array_equal(batcher.result(), model.features(faces, batch_size=3))
+    assert FeatureBatcher(model).result().shape == (0, 2048)
 
 
 def test_fid_weights_load_strictly(tmp_path, fid_file):

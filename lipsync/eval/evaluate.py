@@ -23,9 +23,10 @@ from numpy.typing import NDArray
 from lipsync.config import InferenceConfig
 from lipsync.errors import LipSyncError
 from lipsync.eval.extract import extract_audio
-from lipsync.eval.fid import FID_BATCH_SIZE, FIDFeatures, FIDStats, FIDStatsCache, frechet_distance, stats_key
-from lipsync.eval.lse import (CROP_SCALE, PROTOCOLS, ClipFrames, box_geometry, crop_geometry, face_crops,
-                              fill_track, score_frames)
+from lipsync.eval.fid import (FID_BATCH_SIZE, FeatureBatcher, FIDFeatures, FIDStats, FIDStatsCache, frechet_distance,
+                              stats_key)
+from lipsync.eval.lse import (CROP_SCALE, PROTOCOLS, ClipFrames, box_geometry, crop_geometry, fill_track,
+                              iter_face_crops, score_frames)
 from lipsync.eval.report import EvaluationReport, VideoScore, WeightsInfo
 from lipsync.face.detect import FaceDetector
 from lipsync.io.video import VIDEO_EXTENSIONS
@@ -197,7 +198,8 @@ class Evaluator:
         return crop_geometry(fill_track(track.boxes, name)), missing
 
     def score_video(self, path: str | Path, protocol: str = "lrs2", *, name: str | None = None,
-                    box: Sequence[float] | None = None, face_step: int = 0
+                    box: Sequence[float] | None = None, face_step: int = 0,
+                    on_face: Callable[[NDArray[np.uint8]], None] | None = None
                     ) -> tuple[VideoScore, NDArray[np.float32], NDArray[np.uint8]]:
         """LSE-D / LSE-C of one video.
 
@@ -207,6 +209,7 @@ class Evaluator:
             name: how the report names it (default: the file name).
             box: tracked protocol: one fixed [x1, y1, x2, y2] face box instead of tracking the face.
             face_step: also return every n-th face crop (before the JPEG round trip) for FID; 0: none.
+            on_face: receives those crops one by one instead (then none are returned): bounded memory.
 
         Returns:
             (score, fconfm: (v,) float32 framewise confidence, faces: (n, 224, 224, 3) uint8 BGR).
@@ -222,7 +225,7 @@ class Evaluator:
             else:
                 geometry, missing = self._geometry(path, name)
         # Frames stream through SyncNet block by block: memory does not grow with the video's length.
-        frames = ClipFrames(path, protocol, geometry, face_step=face_step)
+        frames = ClipFrames(path, protocol, geometry, face_step=face_step, on_face=on_face)
         audio = extract_audio(path)
         clip_score = score_frames(self.scorer, frames, audio, name, self.config.vshift, self.config.batch_size)
         score = VideoScore(name=name, reference=None, offset=clip_score.offset, lse_d=clip_score.lse_d,
@@ -285,10 +288,13 @@ class Evaluator:
         scores: list[VideoScore] = []
         generated_features: list[NDArray[np.float64]] = []
         for pair in _with_progress(pairs, progress, f"evaluate ({protocol})", [pair.name for pair in pairs]):
-            score, _, faces = self.score_video(pair.path, protocol, name=pair.name, face_step=step)
+            # One batcher per video: the crops are batched exactly as one video's stacked crops would be.
+            batcher = FeatureBatcher(fid_model, self.config.fid_batch_size) if fid_model is not None else None
+            score, _, _ = self.score_video(pair.path, protocol, name=pair.name, face_step=step,
+                                           on_face=batcher.add if batcher is not None else None)
             scores.append(replace(score, reference=pair.reference_name))
-            if fid_model is not None:
-                generated_features.append(fid_model.features(faces, self.config.fid_batch_size))
+            if batcher is not None:
+                generated_features.append(batcher.result())
         fid_value = fid_images = cached = None
         if fid_model is not None:
             generated_stats = FIDStats.from_features(np.concatenate(generated_features))
@@ -315,8 +321,10 @@ class Evaluator:
         features = []
         for name, path in _with_progress(references, progress, "FID reference", [name for name, _ in references]):
             geometry = self._geometry(path, name)[0] if protocol == "tracked" else None
-            faces = face_crops(path, protocol, geometry, self.config.fid_frame_step)
-            features.append(fid_model.features(faces, self.config.fid_batch_size))
+            batcher = FeatureBatcher(fid_model, self.config.fid_batch_size)
+            for face in iter_face_crops(path, protocol, geometry, self.config.fid_frame_step):
+                batcher.add(face)
+            features.append(batcher.result())
         stats = FIDStats.from_features(np.concatenate(features))
         if cache is not None:
             cache.store(key, stats, settings)

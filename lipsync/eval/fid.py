@@ -121,6 +121,34 @@ class FIDFeatures(nn.Module):
         return out.astype(np.float64)
 
 
+class FeatureBatcher:
+    """FID features of face crops handed over one at a time, holding at most one batch of crops.
+
+    Crops are batched exactly as `FIDFeatures.features` batches a stacked array, so the features are the same.
+    """
+
+    def __init__(self, model: FIDFeatures, batch_size: int = FID_BATCH_SIZE) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self._pending: list[NDArray[np.uint8]] = []
+        self._features: list[NDArray[np.float64]] = []
+
+    def add(self, face_bgr: NDArray[np.uint8]) -> None:
+        self._pending.append(face_bgr)
+        if len(self._pending) == self.batch_size:
+            self._flush()
+
+    def result(self) -> NDArray[np.float64]:
+        """(n, 2048) float64 features of every crop added so far."""
+        self._flush()
+        return np.concatenate(self._features) if self._features else np.zeros((0, FID_FEATURE_DIM))
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._features.append(self.model.features(np.stack(self._pending), self.batch_size))
+            self._pending = []
+
+
 @dataclass(frozen=True)
 class FIDStats:
     """Mean and covariance of a set's features.

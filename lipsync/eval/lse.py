@@ -22,7 +22,7 @@ Axis legend: t frames (25 fps), h height, w width, c channels.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ from syncnet.fast_encoders import FRAME_SIZE
 from syncnet.mfcc import MFCC_SAMPLE_RATE
 
 __all__ = ["PROTOCOLS", "ClipFrames", "ClipScore", "PreparedClip", "box_geometry", "crop_geometry", "face_crops",
-           "fill_track", "lrs2_crop", "prepare_clip", "score_clip", "score_frames", "tracked_crop"]
+           "fill_track", "iter_face_crops", "lrs2_crop", "prepare_clip", "score_clip", "score_frames",
+           "tracked_crop"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,12 +177,15 @@ class ClipFrames:
     Iterating decodes the video once; afterwards `faces` and `source_frames` describe what was seen. Only one
     block of frames is held at a time, so a long video is scored in bounded memory.
 
-    Args: as `prepare_clip`; `block_size` frames per block.
+    Args: as `prepare_clip`; `block_size` frames per block; `on_face` receives each kept face crop (every
+        `face_step`-th, before the round trip) instead of `faces` collecting them.
     """
 
     def __init__(self, path: str | Path, protocol: str, geometry: NDArray[np.float64] | None = None,
-                 face_step: int = 0, block_size: int = 32) -> None:
+                 face_step: int = 0, block_size: int = 32,
+                 on_face: Callable[[NDArray[np.uint8]], None] | None = None) -> None:
         self.path = Path(path)
+        self.on_face = on_face
         _check(protocol, geometry)
         self.protocol = protocol
         self.geometry = geometry
@@ -209,7 +213,10 @@ class ClipFrames:
                 crop = _face_crop(item, self.protocol, self.geometry, self.path)
                 block.append(round_trip(crop))
             if keep:
-                faces.append(crop)
+                if self.on_face is not None:
+                    self.on_face(crop)
+                else:
+                    faces.append(crop)
             count += 1
             if len(block) == self.block_size:
                 yield np.stack(block)
@@ -245,18 +252,25 @@ def prepare_clip(path: str | Path, protocol: str, geometry: NDArray[np.float64] 
 
 def face_crops(path: str | Path, protocol: str, geometry: NDArray[np.float64] | None = None,
                step: int = 1) -> NDArray[np.uint8]:
-    """Every `step`-th 25 fps face crop of a video, before any JPEG round trip (FID's images).
+    """Every `step`-th 25 fps face crop of a video, before any JPEG round trip (FID's images), stacked.
 
     Args: as `prepare_clip` (`step` as its `face_step`, at least 1).
 
     Returns:
         (n, 224, 224, 3) uint8 BGR.
     """
+    return _stack(list(iter_face_crops(path, protocol, geometry, step)))
+
+
+def iter_face_crops(path: str | Path, protocol: str, geometry: NDArray[np.float64] | None = None,
+                    step: int = 1) -> Iterator[NDArray[np.uint8]]:
+    """`face_crops` one at a time, decoded as they are used."""
     path = Path(path)
     _check(protocol, geometry)
     info = probe_video(path)
-    return _stack([_face_crop(item, protocol, geometry, path) for item in syncnet_frames(path, info)
-                   if item.index % max(1, step) == 0])
+    for item in syncnet_frames(path, info):
+        if item.index % max(1, step) == 0:
+            yield _face_crop(item, protocol, geometry, path)
 
 
 def _stack(crops: list[NDArray[np.uint8]]) -> NDArray[np.uint8]:
