@@ -82,7 +82,7 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
     """Time one `lipsync infer` in this (fresh) process; its peak RSS is the pipeline's alone."""
     from lipsync import InferenceConfig, LipSyncPipeline, RuntimeConfig
 
-    rss_before = peak_rss_mb() * 1024
+    rss_before_mb = peak_rss_mb()
     start = time.perf_counter()
     pipeline = LipSyncPipeline.from_pretrained(checkpoint, runtime=RuntimeConfig(precision=precision))
     load_seconds = time.perf_counter() - start
@@ -96,7 +96,7 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
         "cpu_s": round(time.process_time() - cpu_start, 2), "model_load_s": round(load_seconds, 2),
         "stages_s": {stage: round(value, 2) for stage, value in result.stage_seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rss_after_imports_mb": round(rss_before / 1024, 1),
+        "rss_after_imports_mb": round(rss_before_mb, 1),
     }
 
 

@@ -61,10 +61,6 @@ def time_interleaved(runners: dict, precision: str, repeats: int) -> dict[str, f
     return {name: sorted(values)[len(values) // 2] for name, values in timings.items()}
 
 
-def peak_rss_mib() -> float:
-    return peak_rss_mb()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["marlin_vit_small_ytf", "marlin_vit_base_ytf"])
@@ -99,7 +95,7 @@ def main() -> None:
                 line += f"  | official {official:.2f} s/clip -> {official / ours:.2f}x"
             print(line, flush=True)
         del model, runners
-    print(f"peak RSS {peak_rss_mib():.0f} MiB")
+    print(f"peak RSS {peak_rss_mb():.0f} MiB")
 
 
 if __name__ == "__main__":

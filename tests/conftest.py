@@ -68,6 +68,16 @@ def seeded_state_dict(seeded_weights, reference_keys):
 
 
 @pytest.fixture(scope="session")
+def syncnet_v2(seeded_state_dict):
+    """syncnet_python's SyncNet with the seeded weights, in eval mode (tests that switch modes restore it)."""
+    from syncnet import SyncNetV2
+
+    model = SyncNetV2()
+    model.load_state_dict(seeded_state_dict("syncnet_v2"), strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def vectors(conformance):
     """vectors("wav2lip_mel") -> the npz of expected inputs and outputs."""
 

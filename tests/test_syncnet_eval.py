@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from syncnet import SyncNetScorer, SyncNetV2, calc_pdist, evaluate_clip, mfcc
+from syncnet import SyncNetScorer, calc_pdist, evaluate_clip, mfcc
 
 torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def syncnet_v2(seeded_state_dict) -> SyncNetV2:
-    model = SyncNetV2()
-    model.load_state_dict(seeded_state_dict("syncnet_v2"), strict=True)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

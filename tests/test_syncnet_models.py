@@ -33,13 +33,6 @@ def color_expert(seeded_state_dict) -> SyncNetColor:
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def syncnet_v2(seeded_state_dict) -> SyncNetV2:
-    model = SyncNetV2()
-    model.load_state_dict(seeded_state_dict("syncnet_v2"), strict=True)
-    return model.eval()
-
-
 # ---------------------------------------------------------------------------------------------- layout
 
 
