@@ -81,7 +81,9 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
             preset: str) -> dict:
     """Time one `lipsync infer` in this (fresh) process; its peak RSS is the pipeline's alone."""
     from lipsync import InferenceConfig, LipSyncPipeline, RuntimeConfig
+    from lipsync.utils.allocator import reuse_freed_memory
 
+    allocator_tuned = reuse_freed_memory()   # as the lipsync command does (LIPSYNC_SYSTEM_MALLOC=1: glibc's defaults)
     rss_before_mb = peak_rss_mb()
     start = time.perf_counter()
     pipeline = LipSyncPipeline.from_pretrained(checkpoint, runtime=RuntimeConfig(precision=precision))
@@ -97,6 +99,7 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
         "stages_s": {stage: round(value, 2) for stage, value in result.stage_seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_after_imports_mb": round(rss_before_mb, 1),
+        "allocator_tuned": allocator_tuned,
     }
 
 
