@@ -16,6 +16,11 @@ The lip encoder also avoids most of the first layer's arithmetic:
   2.5x fewer multiply-adds, with the spatial work still done by oneDNN. The input transform of integer pixels
   is exact in float32 (dyadic points) and the measured error is no larger than the direct float32 convolution.
 
+On CPUs every later 3x3 convolution (lip layers 3-5, audio layers 3-5) and the lip tower's 5x5 stride-2 layer 2
+run as spatial Winograd ``F(4x4, 3x3)`` (:mod:`syncnet.winograd_conv`): 2.25 instead of 9 multiply-adds per
+3x3 tap set, 15-20% less time for the lip layers after the first and ~15% for the audio tower on the project
+machine. (Audio layer 2, with 64 input channels, is as fast direct.)
+
 The audio windows overlap too (hop 4 of 20 MFCC steps), but every audio convolution zero-pads the window
 edges, so no window shares an exact intermediate value with its neighbour; the audio encoder runs per window.
 
@@ -35,6 +40,7 @@ from torch import nn
 
 from syncnet.syncnet_v2 import LIP_WINDOW, SyncNetV2
 from syncnet.winograd import winograd_matrices
+from syncnet.winograd_conv import WinogradConv2d
 
 __all__ = ["FastAudioEncoder", "FastLipEncoder"]
 
@@ -67,6 +73,32 @@ def _folded_2d(sequence: nn.Sequential, conv_index: int) -> tuple[torch.Tensor, 
     return weight.float().contiguous(memory_format=torch.channels_last), bias.float()
 
 
+class _DirectConv:
+    """A folded convolution with :class:`WinogradConv2d`'s call signature, for devices with their own fast one."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, stride: int, padding: int) -> None:
+        self.weight = weight.float().contiguous(memory_format=torch.channels_last)
+        self.bias, self.stride, self.padding = bias.float(), stride, padding
+
+    def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        x = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        return x.relu_() if relu else x
+
+
+def _folded_winograd(sequence: nn.Sequential, conv_index: int, *, stride: int = 1, padding: int
+                     ) -> WinogradConv2d | _DirectConv:
+    """``sequence[conv_index]`` + its batch norm (folded in float64) as an ``F(4x4, 3x3)`` convolution on CPUs.
+
+    GPUs keep their library's convolution: cuDNN picks its own Winograd/FFT/implicit-GEMM kernels.
+    """
+    weight, bias = _fold_batch_norm(sequence[conv_index], sequence[conv_index + 1])
+    if weight.dim() == 5:
+        weight = weight.squeeze(2)
+    if weight.device.type != "cpu":
+        return _DirectConv(weight, bias, stride=stride, padding=padding)
+    return WinogradConv2d(weight, bias, stride=stride, padding=padding)
+
+
 class _Head:
     """``Linear -> BatchNorm1d -> ReLU -> Linear`` with the norm folded in, so train mode cannot change it."""
 
@@ -93,8 +125,9 @@ class FastAudioEncoder:
     def __init__(self, model: SyncNetV2) -> None:
         tower = model.netcnnaud
         self.head = _Head(model.netfcaud)
-        self.conv1, self.conv2, self.conv3 = _folded_2d(tower, 0), _folded_2d(tower, 4), _folded_2d(tower, 8)
-        self.conv4, self.conv5, self.conv6 = _folded_2d(tower, 11), _folded_2d(tower, 14), _folded_2d(tower, 18)
+        self.conv1, self.conv2 = _folded_2d(tower, 0), _folded_2d(tower, 4)
+        self.conv3, self.conv4, self.conv5 = (_folded_winograd(tower, index, padding=1) for index in (8, 11, 14))
+        self.conv6 = _folded_2d(tower, 18)
 
     @torch.inference_mode()
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
@@ -110,9 +143,9 @@ class FastAudioEncoder:
         x = F.conv2d(x, *self.conv1, padding=1).relu_()          # 64 x 13 x 20 (the 1x1 max pool is identity)
         x = F.conv2d(x, *self.conv2, padding=1)                   # 192 x 13 x 20
         x = F.max_pool2d(x, 3, (1, 2)).relu_()                    # 192 x 11 x 9
-        for weight, bias in (self.conv3, self.conv4):
-            x = F.conv2d(x, weight, bias, padding=1).relu_()      # 384, then 256 x 11 x 9
-        x = F.conv2d(x, *self.conv5, padding=1)                   # 256 x 11 x 9
+        x = self.conv3(x, relu=True)                              # 384 x 11 x 9
+        x = self.conv4(x, relu=True)                              # 256 x 11 x 9
+        x = self.conv5(x)                                         # 256 x 11 x 9
         x = F.max_pool2d(x, 3, 2).relu_()                         # 256 x 5 x 4
         x = F.conv2d(x, *self.conv6).relu_()                      # 512 x 1 x 1
         return self.head(x.flatten(1))
@@ -152,8 +185,8 @@ class FastLipEncoder:
         self.first_biases[WINOGRAD_POINTS.index(1)] = bias.float()
         self.first_channels = weight.shape[1]
 
-        self.conv2 = _folded_2d(tower, 4)
-        self.conv3, self.conv4, self.conv5 = _folded_2d(tower, 8), _folded_2d(tower, 11), _folded_2d(tower, 14)
+        self.conv2 = _folded_winograd(tower, 4, stride=2, padding=1)
+        self.conv3, self.conv4, self.conv5 = (_folded_winograd(tower, index, padding=1) for index in (8, 11, 14))
         self.conv6 = _folded_2d(tower, 18)
 
     def __call__(self, frames: torch.Tensor, num_windows: int, windows_per_chunk: int = 20) -> torch.Tensor:
@@ -273,10 +306,10 @@ class FastLipEncoder:
 
     def _later_layers(self, x: torch.Tensor) -> torch.Tensor:
         """Layers 2-6 on (v, 96, 54, 54) channels-last -> (v, 512)."""
-        x = F.conv2d(x, *self.conv2, stride=2, padding=1)                        # 256 x 26 x 26
+        x = self.conv2(x)                                                        # 256 x 26 x 26
         x = F.max_pool2d(x, 3, 2, padding=1).relu_()                             # 256 x 13 x 13
-        for weight, bias in (self.conv3, self.conv4, self.conv5):
-            x = F.conv2d(x, weight, bias, padding=1).relu_()
+        for conv in (self.conv3, self.conv4, self.conv5):
+            x = conv(x, relu=True)
         x = F.max_pool2d(x, 3, 2)                                                # 256 x 6 x 6 (already >= 0)
         x = F.conv2d(x, *self.conv6).relu_()                                     # 512 x 1 x 1
         return x.flatten(1)

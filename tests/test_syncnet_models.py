@@ -18,6 +18,8 @@ from syncnet import (
     sync_loss,
 )
 from syncnet.winograd import winograd_matrices
+from syncnet import winograd_conv
+from syncnet.winograd_conv import WinogradConv2d
 
 torch.set_num_threads(2)
 
@@ -143,6 +145,7 @@ def test_fast_audio_encoder_matches_reference_vectors(syncnet_v2, vectors):
 @pytest.mark.parametrize(("m", "r", "points"), [
     (4, 5, (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))),
     (4, 3, (0, 1, -1, 2, -2)),
+    (4, 3, (0, 1, -1, Fraction(1, 2), -2)),
     (2, 2, (0, 1)),
 ])
 def test_winograd_matrices_are_exact(m, r, points):
@@ -154,6 +157,63 @@ def test_winograd_matrices_are_exact(m, r, points):
                    for row, grow in zip(wino.BT, wino.G)]
     outputs = [sum(a * p for a, p in zip(row, transformed)) for row in wino.AT]
     assert outputs == [sum(taps[k] * data[i + k] for k in range(r)) for i in range(m)]
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "size", "kernel", "stride", "padding"), [
+    (256, 256, (13, 13), 3, 1, 1),   # SyncNetV2 lip conv3-5
+    (192, 384, (11, 9), 3, 1, 1),    # audio conv3: sizes that are not multiples of the 4x4 output tile
+    (96, 256, (54, 54), 5, 2, 1),    # lip conv2, 5x5 stride 2 through space-to-depth
+    (8, 5, (23, 18), 5, 2, 2),       # odd height, other padding
+    (4, 6, (9, 10), 6, 2, 0),        # a 6x6 stride-2 kernel (no zero taps added)
+    (3, 4, (7, 7), 3, 1, 0),         # valid convolution
+])
+def test_winograd_conv_matches_direct_convolution(in_channels, out_channels, size, kernel, stride, padding):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(out_channels, in_channels, kernel, kernel, generator=generator) / (in_channels * kernel**2) ** 0.5
+    bias = torch.randn(out_channels, generator=generator)
+    x = torch.rand(3, in_channels, *size, generator=generator).contiguous(memory_format=torch.channels_last)
+    exact = F.conv2d(x.double(), weight.double(), bias.double(), stride=stride, padding=padding)
+    direct_error = (F.conv2d(x, weight, bias, stride=stride, padding=padding).double() - exact).abs().max()
+    conv = WinogradConv2d(weight, bias, stride=stride, padding=padding)
+    out = conv(x)
+    assert out.shape == exact.shape and out.is_contiguous(memory_format=torch.channels_last)
+    error = (out.double() - exact).abs().max()
+    # float32 rounding of the transforms: measured 1.1-3.2x a direct convolution's, ~1e-6 of the output scale.
+    assert error <= max(5 * direct_error, 1e-6) and error <= 1e-5 * exact.abs().max()
+    torch.testing.assert_close(conv(x, relu=True), out.relu(), rtol=0, atol=0)
+    no_bias = WinogradConv2d(weight, None, stride=stride, padding=padding)(x)
+    torch.testing.assert_close(no_bias.double(), exact - bias.double()[:, None, None], rtol=0, atol=float(2 * error))
+
+
+def test_winograd_conv_in_slices_equals_one_pass(monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    weight, bias = torch.randn(16, 8, 5, 5, generator=generator), torch.randn(16, generator=generator)
+    x = torch.rand(7, 8, 30, 30, generator=generator).contiguous(memory_format=torch.channels_last)
+    conv = WinogradConv2d(weight, bias, stride=2, padding=1)
+    monkeypatch.setattr(winograd_conv, "TILES_PER_SLICE", 10**9)
+    whole = conv(x)
+    monkeypatch.setattr(winograd_conv, "TILES_PER_SLICE", 32)   # 16 tiles per image: 2 images per slice, 1 last
+    torch.testing.assert_close(conv(x), whole, rtol=0, atol=1e-5)
+
+
+def test_gpu_fallback_convolution_agrees_with_winograd():
+    from syncnet.fast_encoders import _DirectConv   # what the encoders use off the CPU
+
+    generator = torch.Generator().manual_seed(2)
+    weight, bias = torch.randn(12, 6, 5, 5, generator=generator), torch.randn(12, generator=generator)
+    x = torch.rand(2, 6, 20, 20, generator=generator).contiguous(memory_format=torch.channels_last)
+    direct = _DirectConv(weight, bias, stride=2, padding=1)(x, relu=True)
+    torch.testing.assert_close(direct, WinogradConv2d(weight, bias, stride=2, padding=1)(x, relu=True),
+                               rtol=0, atol=1e-4)
+
+
+def test_winograd_conv_rejects_other_kernels():
+    with pytest.raises(ValueError, match="3x3 stride-1"):
+        WinogradConv2d(torch.zeros(4, 4, 5, 5), None, stride=1)
+    with pytest.raises(ValueError, match="3x3 stride-1"):
+        WinogradConv2d(torch.zeros(4, 4, 3, 3), None, stride=2)
+    with pytest.raises(ValueError, match="input channels"):
+        WinogradConv2d(torch.zeros(4, 4, 3, 3), None)(torch.zeros(1, 3, 8, 8))
 
 
 def test_winograd_rejects_repeated_points():

@@ -1,0 +1,117 @@
+"""Spatial Winograd ``F(4x4, 3x3)`` convolution for float32 inference on channels-last tensors.
+
+A 3x3 convolution costs 9 multiply-adds per output and input channel. ``F(4x4, 3x3)`` (Lavin & Gray 2016)
+computes each 4x4 block of outputs from a 6x6 input tile with 36 element-wise products in a transformed
+domain, 2.25 per output, so the arithmetic becomes 36 independent matrix products ``(tiles x c) @ (c x o)`` that
+BLAS runs near peak, plus two cheap linear transforms. oneDNN's CPU convolutions are direct (no Winograd for
+these shapes), so on a CPU without spare FLOPs this is the difference between compute-bound and not.
+
+A stride-2 convolution with a 5x5 (or 6x6) kernel is first rewritten as a stride-1 3x3 convolution over the
+2x2 space-to-depth rearrangement of its input (4x the channels, each kernel tap lands in exactly one of them),
+so SyncNet's ``5x5 / 2`` layer uses the same path.
+
+Accuracy: the transforms use the interpolation points (0, 1, -1, 1/2, -2) (Barabasz et al., "Error analysis and
+improving the accuracy of Winograd convolution for deep neural networks", 2020, find such mixed sets the most
+accurate for F(4, 3)); the float32 error measured 1.1-3.2x that of a direct float32 convolution, about 1e-6 of
+the output's scale (tests/test_syncnet_models.py). In SyncNetV2's towers the lip embeddings moved from 7.5e-5
+to 7.8e-5 from the reference's, and the scores did not change.
+
+Speed (this project's 2-vCPU machine, 20 lip windows per call): 1.1-1.3x a oneDNN direct convolution per
+layer; the transforms are memory-bound, so the gain is well below the 4x fewer multiply-adds.
+
+Axis legend: n batch, h height, w width, c input channels, o output channels, a b transformed tile positions
+(6 each), p q output positions in a tile (4 each), i j tile indices.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from syncnet.winograd import winograd_matrices
+
+__all__ = ["WinogradConv2d"]
+
+OUTPUT_TILE = 4
+KERNEL = 3
+INPUT_TILE = OUTPUT_TILE + KERNEL - 1   # 6
+POINTS = (0, 1, -1, Fraction(1, 2), -2)
+# Tiles transformed per pass: bounds the intermediates (36 x tiles x channels floats, ~14 MB for SyncNet's
+# 384-channel layer) to cache-friendly sizes whatever the batch; as fast as whole batches here.
+TILES_PER_SLICE = 256
+
+
+class WinogradConv2d:
+    """A 3x3 stride-1 convolution (or a <= 6x6 stride-2 one) with bias, as ``F(4x4, 3x3)``.
+
+    Args:
+        weight: (o, c, k, k) float kernel; k = 3 for stride 1, 5 or 6 for stride 2.
+        bias: (o,) bias or None.
+        stride: 1 or 2.
+        padding: zero padding on every side of the input.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int = 1, padding: int = 0) -> None:
+        out_channels, in_channels, kernel_h, kernel_w = weight.shape
+        if kernel_h != kernel_w or -(-kernel_h // stride) != KERNEL or stride not in (1, 2):
+            raise ValueError(f"F(4x4, 3x3) needs a 3x3 stride-1 or 5x5/6x6 stride-2 kernel, got "
+                             f"{kernel_h}x{kernel_w} stride {stride}")
+        self.stride, self.padding, self.kernel = stride, padding, kernel_h
+        weight = weight.detach().double()
+        if stride == 2:
+            # Tap (2a + dy, 2b + dx) of the padded 6x6 kernel meets input channel (dy, dx, c) at tap (a, b).
+            weight = F.pad(weight, (0, 6 - kernel_w, 0, 6 - kernel_h))
+            weight = weight.reshape(out_channels, in_channels, 3, 2, 3, 2).permute(0, 3, 5, 1, 2, 4)
+            weight = weight.reshape(out_channels, 4 * in_channels, 3, 3)
+        wino = winograd_matrices(OUTPUT_TILE, KERNEL, POINTS)
+        at, g, bt = (torch.tensor(m, dtype=torch.float64, device=weight.device) for m in wino.as_arrays(np.float64))
+        transformed = torch.einsum("ak,ockl,bl->abco", g, weight, g)
+        self.weight = transformed.reshape(INPUT_TILE * INPUT_TILE, *transformed.shape[2:]).float().contiguous()
+        self.input_transform = torch.kron(bt, bt).float()    # (a b) <- (6x6 tile positions)
+        self.output_transform = torch.kron(at, at).float()   # (p q) <- (a b)
+        self.bias = None if bias is None else bias.detach().float()
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+    def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """Convolve (n, c, h, w) channels-last ``x``; returns (n, o, h', w') channels-last, ReLU'd if asked."""
+        n, channels, height, width = x.shape
+        if channels != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
+        out_h = (height + 2 * self.padding - self.kernel) // self.stride + 1
+        out_w = (width + 2 * self.padding - self.kernel) // self.stride + 1
+        result = torch.empty(n, out_h, out_w, self.out_channels, dtype=torch.float32, device=x.device)
+        tiles_per_image = -(-out_h // OUTPUT_TILE) * -(-out_w // OUTPUT_TILE)
+        images_per_slice = max(1, TILES_PER_SLICE // tiles_per_image)
+        x = x.permute(0, 2, 3, 1)                                                      # n h w c (a view)
+        for start in range(0, n, images_per_slice):
+            self._convolve(x[start : start + images_per_slice], result[start : start + images_per_slice])
+        if relu:
+            result.relu_()
+        return result.permute(0, 3, 1, 2)
+
+    def _convolve(self, x: torch.Tensor, result: torch.Tensor) -> None:
+        """(n, h, w, c) -> (n, h', w', o) ``result`` (bias added)."""
+        n, height, width, channels = x.shape
+        out_h, out_w, pad = result.shape[1], result.shape[2], self.padding
+        tiles_h, tiles_w = -(-out_h // OUTPUT_TILE), -(-out_w // OUTPUT_TILE)
+        # Input rows/columns the tiles read, zero beyond the padded input (F.pad crops where negative).
+        need_h = (OUTPUT_TILE * tiles_h + KERNEL - 1) * self.stride
+        need_w = (OUTPUT_TILE * tiles_w + KERNEL - 1) * self.stride
+        x = F.pad(x, (0, 0, pad, need_w - width - pad, pad, need_h - height - pad))
+        if self.stride == 2:
+            x = x.reshape(n, need_h // 2, 2, need_w // 2, 2, channels).permute(0, 1, 3, 2, 4, 5)
+            x = x.reshape(n, need_h // 2, need_w // 2, 4 * channels)                     # n h w (dy dx c)
+        tiles = x.unfold(1, INPUT_TILE, OUTPUT_TILE).unfold(2, INPUT_TILE, OUTPUT_TILE)   # n i j c 6 6
+        tiles = tiles.permute(4, 5, 0, 1, 2, 3).reshape(INPUT_TILE * INPUT_TILE, -1)     # (6 6) (n i j c)
+        transformed = torch.mm(self.input_transform, tiles)                              # (a b) (n i j c)
+        transformed = transformed.view(INPUT_TILE * INPUT_TILE, n * tiles_h * tiles_w, -1)
+        products = torch.bmm(transformed, self.weight)                                   # (a b) (n i j) o
+        out = torch.mm(self.output_transform, products.view(INPUT_TILE * INPUT_TILE, -1))  # (p q) (n i j o)
+        out = out.view(OUTPUT_TILE, OUTPUT_TILE, n, tiles_h, tiles_w, self.out_channels)
+        out = out.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_h * OUTPUT_TILE, tiles_w * OUTPUT_TILE, -1)
+        if self.bias is None:
+            result.copy_(out[:, :out_h, :out_w])
+        else:
+            torch.add(out[:, :out_h, :out_w], self.bias, out=result)
