@@ -1,6 +1,8 @@
 """syncnet MFCC front end and LSE-D / LSE-C evaluation against syncnet_python's own outputs."""
 from __future__ import annotations
 
+import copy
+import gc
 import hashlib
 import itertools
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from syncnet import SyncNetScorer, calc_pdist, evaluate_clip, mfcc
+from syncnet import scoring
 
 torch.set_num_threads(2)
 
@@ -134,6 +137,29 @@ def test_scores_use_eval_semantics_and_leave_the_model_alone(decoded_frames, eva
     in_eval_mode = scorer(frames, audio, vshift=2)
     np.testing.assert_array_equal(in_train_mode["lip_features"], in_eval_mode["lip_features"])
     np.testing.assert_array_equal(in_train_mode["aud_features"], in_eval_mode["aud_features"])
+
+
+def test_evaluate_clip_reuses_its_scorer_only_while_the_weights_are_unchanged(decoded_frames, eval_vectors,
+                                                                              syncnet_v2):
+    frames, audio = decoded_frames[:16], eval_vectors["audio_int16"][: 16 * 640]
+    model = copy.deepcopy(syncnet_v2)
+    first = evaluate_clip(frames, audio, model, vshift=2)
+    scorer = scoring._SCORERS[model][1]
+    again = evaluate_clip(frames, audio, model, vshift=2)
+    assert scoring._SCORERS[model][1] is scorer
+    np.testing.assert_array_equal(again["dists"], first["dists"])
+
+    with torch.no_grad():
+        model.netcnnlip[0].weight.mul_(0.5)   # an in-place update, as an optimiser step or load_state_dict makes
+    changed = evaluate_clip(frames, audio, model, vshift=2)
+    assert scoring._SCORERS[model][1] is not scorer
+    assert not np.array_equal(changed["lip_features"], first["lip_features"])
+    np.testing.assert_array_equal(changed["lip_features"], SyncNetScorer(model)(frames, audio, vshift=2)["lip_features"])
+
+    cached = len(scoring._SCORERS)
+    del model, scorer
+    gc.collect()
+    assert len(scoring._SCORERS) == cached - 1   # the cache does not keep models alive
 
 
 @pytest.mark.parametrize(
