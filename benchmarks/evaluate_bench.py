@@ -34,6 +34,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from lipsync.eval import EvalConfig, Evaluator  # noqa: E402
 from lipsync.eval.extract import extract_audio  # noqa: E402
 from lipsync.eval.lse import prepare_clip, score_clip  # noqa: E402
+from lipsync.utils.allocator import reuse_freed_memory  # noqa: E402
 
 from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
 
@@ -100,13 +101,15 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=9, help="how many times the 7 s clip is looped (~60 s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # The in-process runs tune malloc as the lipsync command does (LIPSYNC_SYSTEM_MALLOC=1: glibc defaults).
+    allocator = "glibc malloc tuned as by the lipsync command" if reuse_freed_memory() else "system malloc defaults"
     expected = np.load(SHARED_ROOT / "conformance" / "vectors" / "syncnet_eval.npz")
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         weights = seeded_syncnet(scratch)
         long_clip = looped_clip(scratch, args.loops)
-        print(f"torch threads {args.threads}, {os.cpu_count()} CPUs, load average "
+        print(f"torch threads {args.threads}, {os.cpu_count()} CPUs, {allocator}, load average "
               f"{' '.join(f'{value:.2f}' for value in os.getloadavg())}")
 
         for label, video in (("7 s clip", CLIP), (f"{args.loops}x loop", long_clip)):

@@ -7,8 +7,11 @@ creation) and warm wall times, seconds per minute of 25 fps video, the speedup o
 
     python benchmarks/syncnet_eval_bench.py [--repeats 5] [--threads 2] [--reference-style]
 
-``--reference-style`` also times, in this process and under the same load, the reference's way of running the
-network (float64 frame tensor, batches of 20 copied 5-frame windows through the Conv3d model, per-window
+The process tunes glibc malloc as the ``lipsync`` command does (``lipsync.utils.allocator``; set
+``LIPSYNC_SYSTEM_MALLOC=1`` for glibc's defaults) and says which it ran with.
+
+``--reference-style`` also times, in this process, under the same load and allocator, the reference's way of
+running the network (float64 frame tensor, batches of 20 copied 5-frame windows through the Conv3d model, per-window
 ``calc_pdist`` loop). It leaves out the reference's ffmpeg/JPEG file I/O, so it is a lower bound on the
 reference's time; the ratio to it is robust to other processes sharing the CPU.
 """
@@ -30,6 +33,7 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from lipsync.utils.allocator import reuse_freed_memory  # noqa: E402
 from syncnet import SyncNetV2, evaluate_clip, mfcc  # noqa: E402
 
 from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
@@ -85,6 +89,7 @@ def main() -> None:
     parser.add_argument("--reference-style", action="store_true", help="also time the reference's network pass")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    allocator = "glibc malloc tuned as by the lipsync command" if reuse_freed_memory() else "system malloc defaults"
 
     model, frames, audio, expected = load_inputs()
     clip_seconds = len(frames) / VIDEO_FPS
@@ -100,7 +105,8 @@ def main() -> None:
         warm_cpu.append(time.process_time() - cpu_start)
     best, median = min(warm), statistics.median(warm)
 
-    print(f"clip: {len(frames)} frames ({clip_seconds:.2f} s at {VIDEO_FPS} fps), torch threads {args.threads}")
+    print(f"clip: {len(frames)} frames ({clip_seconds:.2f} s at {VIDEO_FPS} fps), torch threads {args.threads}, "
+          f"{allocator}, load average {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     print(f"LSE-D {result['min_dist']:.4f} (ref {float(expected['minval']):.4f}), "
           f"LSE-C {result['confidence']:.4f} (ref {float(expected['conf']):.4f}), "
           f"offset {result['offset']} (ref {int(expected['offset'])})")
