@@ -3,17 +3,16 @@
 A 3x3 convolution costs 9 multiply-adds per output and input channel. ``F(4x4, 3x3)`` (Lavin & Gray 2016)
 computes each 4x4 block of outputs from a 6x6 input tile with 36 element-wise products in a transformed
 domain, 2.25 per output, so the arithmetic becomes 36 independent matrix products ``(tiles x c) @ (c x o)`` that
-BLAS runs near peak, plus two cheap linear transforms. oneDNN's CPU convolutions are direct (no Winograd for
-these shapes), so on a CPU without spare FLOPs this is the difference between compute-bound and not.
+BLAS runs near peak, plus two linear transforms. PyTorch's oneDNN CPU convolutions are direct, already near
+this CPU's peak rate, so fewer multiply-adds is what is left to make the evaluator faster.
 
 A stride-2 convolution with a 5x5 (or 6x6) kernel is first rewritten as a stride-1 3x3 convolution over the
 2x2 space-to-depth rearrangement of its input (4x the channels, each kernel tap lands in exactly one of them),
 so SyncNet's ``5x5 / 2`` layer uses the same path.
 
-Accuracy: the transforms use the interpolation points (0, 1, -1, 1/2, -2) (Barabasz et al., "Error analysis and
-improving the accuracy of Winograd convolution for deep neural networks", 2020, find such mixed sets the most
-accurate for F(4, 3)); the float32 error measured 1.1-3.2x that of a direct float32 convolution, about 1e-6 of
-the output's scale (tests/test_syncnet_models.py). In SyncNetV2's towers the lip embeddings moved from 7.5e-5
+Accuracy: the transforms use the interpolation points (0, 1, -1, 1/2, -2), which gave a smaller float32 error
+than (0, +-1, +-2) or (0, +-1, +-1/2) on SyncNet's layer shapes; the error measured 1.1-3.2x that of a direct
+float32 convolution, about 1e-6 of the output's scale (tests/test_syncnet_models.py). In SyncNetV2's towers the lip embeddings moved from 7.5e-5
 to 7.8e-5 from the reference's, and the scores did not change.
 
 Speed (this project's 2-vCPU machine, 20 lip windows per call): 1.1-1.3x a oneDNN direct convolution per
