@@ -62,21 +62,10 @@ def _fold_batch_norm(conv: nn.Module, norm: nn.Module) -> tuple[torch.Tensor, to
     return weight, bias
 
 
-def _folded_2d(sequence: nn.Sequential, conv_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Folded (weight, bias) of ``sequence[conv_index]`` + its batch norm as a channels-last float32 Conv2d.
-
-    A Conv3d with temporal kernel 1 is a Conv2d applied per frame, so its time axis is squeezed out.
-    """
-    weight, bias = _fold_batch_norm(sequence[conv_index], sequence[conv_index + 1])
-    if weight.dim() == 5:
-        weight = weight.squeeze(2)
-    return weight.float().contiguous(memory_format=torch.channels_last), bias.float()
-
-
 class _DirectConv:
-    """A folded convolution with :class:`WinogradConv2d`'s call signature, for devices with their own fast one."""
+    """A folded Conv2d (channels-last float32) with :class:`WinogradConv2d`'s call signature."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, stride: int, padding: int) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, stride: int = 1, padding: int = 0) -> None:
         self.weight = weight.float().contiguous(memory_format=torch.channels_last)
         self.bias, self.stride, self.padding = bias.float(), stride, padding
 
@@ -85,18 +74,20 @@ class _DirectConv:
         return x.relu_() if relu else x
 
 
-def _folded_winograd(sequence: nn.Sequential, conv_index: int, *, stride: int = 1, padding: int
-                     ) -> WinogradConv2d | _DirectConv:
-    """``sequence[conv_index]`` + its batch norm (folded in float64) as an ``F(4x4, 3x3)`` convolution on CPUs.
+def _folded_conv(sequence: nn.Sequential, conv_index: int, *, stride: int = 1, padding: int = 0,
+                 winograd: bool = False) -> WinogradConv2d | _DirectConv:
+    """``sequence[conv_index]`` + its batch norm, folded in float64, as a Conv2d.
 
-    GPUs keep their library's convolution: cuDNN picks its own Winograd/FFT/implicit-GEMM kernels.
+    A Conv3d with temporal kernel 1 is a Conv2d applied per frame, so its time axis is squeezed out.
+    ``winograd`` asks for ``F(4x4, 3x3)`` on CPUs; GPUs keep their library's convolution (cuDNN picks its own
+    Winograd/FFT/implicit-GEMM kernels).
     """
     weight, bias = _fold_batch_norm(sequence[conv_index], sequence[conv_index + 1])
     if weight.dim() == 5:
         weight = weight.squeeze(2)
-    if weight.device.type != "cpu":
-        return _DirectConv(weight, bias, stride=stride, padding=padding)
-    return WinogradConv2d(weight, bias, stride=stride, padding=padding)
+    if winograd and weight.device.type == "cpu":
+        return WinogradConv2d(weight, bias, stride=stride, padding=padding)
+    return _DirectConv(weight, bias, stride=stride, padding=padding)
 
 
 class _Head:
@@ -125,9 +116,9 @@ class FastAudioEncoder:
     def __init__(self, model: SyncNetV2) -> None:
         tower = model.netcnnaud
         self.head = _Head(model.netfcaud)
-        self.conv1, self.conv2 = _folded_2d(tower, 0), _folded_2d(tower, 4)
-        self.conv3, self.conv4, self.conv5 = (_folded_winograd(tower, index, padding=1) for index in (8, 11, 14))
-        self.conv6 = _folded_2d(tower, 18)
+        self.conv1, self.conv2 = _folded_conv(tower, 0, padding=1), _folded_conv(tower, 4, padding=1)
+        self.conv3, self.conv4, self.conv5 = (_folded_conv(tower, i, padding=1, winograd=True) for i in (8, 11, 14))
+        self.conv6 = _folded_conv(tower, 18)
 
     @torch.inference_mode()
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
@@ -140,14 +131,14 @@ class FastAudioEncoder:
             (v, embed_dim) float32 audio embeddings (``forward_aud`` outputs).
         """
         x = windows.contiguous(memory_format=torch.channels_last)
-        x = F.conv2d(x, *self.conv1, padding=1).relu_()          # 64 x 13 x 20 (the 1x1 max pool is identity)
-        x = F.conv2d(x, *self.conv2, padding=1)                   # 192 x 13 x 20
+        x = self.conv1(x, relu=True)                              # 64 x 13 x 20 (the 1x1 max pool is identity)
+        x = self.conv2(x)                                         # 192 x 13 x 20
         x = F.max_pool2d(x, 3, (1, 2)).relu_()                    # 192 x 11 x 9
         x = self.conv3(x, relu=True)                              # 384 x 11 x 9
         x = self.conv4(x, relu=True)                              # 256 x 11 x 9
         x = self.conv5(x)                                         # 256 x 11 x 9
         x = F.max_pool2d(x, 3, 2).relu_()                         # 256 x 5 x 4
-        x = F.conv2d(x, *self.conv6).relu_()                      # 512 x 1 x 1
+        x = self.conv6(x, relu=True)                              # 512 x 1 x 1
         return self.head(x.flatten(1))
 
 
@@ -185,9 +176,9 @@ class FastLipEncoder:
         self.first_biases[WINOGRAD_POINTS.index(1)] = bias.float()
         self.first_channels = weight.shape[1]
 
-        self.conv2 = _folded_winograd(tower, 4, stride=2, padding=1)
-        self.conv3, self.conv4, self.conv5 = (_folded_winograd(tower, index, padding=1) for index in (8, 11, 14))
-        self.conv6 = _folded_2d(tower, 18)
+        self.conv2 = _folded_conv(tower, 4, stride=2, padding=1, winograd=True)
+        self.conv3, self.conv4, self.conv5 = (_folded_conv(tower, i, padding=1, winograd=True) for i in (8, 11, 14))
+        self.conv6 = _folded_conv(tower, 18)
 
     def __call__(self, frames: torch.Tensor, num_windows: int, windows_per_chunk: int = 20) -> torch.Tensor:
         """Embed windows ``frames[v:v + 5]`` for v < ``num_windows``: ``head(trunk(...))``.
@@ -311,7 +302,7 @@ class FastLipEncoder:
         for conv in (self.conv3, self.conv4, self.conv5):
             x = conv(x, relu=True)
         x = F.max_pool2d(x, 3, 2)                                                # 256 x 6 x 6 (already >= 0)
-        x = F.conv2d(x, *self.conv6).relu_()                                     # 512 x 1 x 1
+        x = self.conv6(x, relu=True)                                             # 512 x 1 x 1
         return x.flatten(1)
 
 

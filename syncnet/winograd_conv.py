@@ -12,10 +12,10 @@ so SyncNet's ``5x5 / 2`` layer uses the same path.
 
 Accuracy: the transforms use the interpolation points (0, 1, -1, 1/2, -2), which gave a smaller float32 error
 than (0, +-1, +-2) or (0, +-1, +-1/2) on SyncNet's layer shapes; the error measured 1.1-3.2x that of a direct
-float32 convolution, about 1e-6 of the output's scale (tests/test_syncnet_models.py). In SyncNetV2's towers the lip embeddings moved from 7.5e-5
-to 7.8e-5 from the reference's, and the scores did not change.
+float32 convolution, about 1e-6 of the output's scale (tests/test_syncnet_models.py). In SyncNetV2's towers
+the lip embeddings moved from 7.5e-5 to 7.8e-5 from the reference's, and the scores did not change.
 
-Speed (this project's 2-vCPU machine, 20 lip windows per call): 1.1-1.3x a oneDNN direct convolution per
+Speed (this project's 2-vCPU machine, SyncNet's layer shapes): 1.1-1.3x a oneDNN direct convolution per
 layer; the transforms are memory-bound, so the gain is well below the 4x fewer multiply-adds.
 
 Axis legend: n batch, h height, w width, c input channels, o output channels, a b transformed tile positions
@@ -54,7 +54,7 @@ class WinogradConv2d:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int = 1, padding: int = 0) -> None:
         out_channels, in_channels, kernel_h, kernel_w = weight.shape
-        if kernel_h != kernel_w or -(-kernel_h // stride) != KERNEL or stride not in (1, 2):
+        if stride not in (1, 2) or kernel_h != kernel_w or -(-kernel_h // stride) != KERNEL:
             raise ValueError(f"F(4x4, 3x3) needs a 3x3 stride-1 or 5x5/6x6 stride-2 kernel, got "
                              f"{kernel_h}x{kernel_w} stride {stride}")
         self.stride, self.padding, self.kernel = stride, padding, kernel_h

@@ -169,7 +169,8 @@ def test_winograd_matrices_are_exact(m, r, points):
 ])
 def test_winograd_conv_matches_direct_convolution(in_channels, out_channels, size, kernel, stride, padding):
     generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(out_channels, in_channels, kernel, kernel, generator=generator) / (in_channels * kernel**2) ** 0.5
+    scale = (in_channels * kernel**2) ** -0.5
+    weight = torch.randn(out_channels, in_channels, kernel, kernel, generator=generator) * scale
     bias = torch.randn(out_channels, generator=generator)
     x = torch.rand(3, in_channels, *size, generator=generator).contiguous(memory_format=torch.channels_last)
     exact = F.conv2d(x.double(), weight.double(), bias.double(), stride=stride, padding=padding)
