@@ -34,9 +34,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from lipsync.eval import EvalConfig, Evaluator  # noqa: E402
 from lipsync.eval.extract import extract_audio  # noqa: E402
 from lipsync.eval.lse import prepare_clip, score_clip  # noqa: E402
-from lipsync.utils.allocator import reuse_freed_memory  # noqa: E402
 
-from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
+from peak_memory import peak_rss_mb, tune_allocator_like_cli   # benchmarks/peak_memory.py
 
 SHARED_ROOT = Path(os.environ.get("LIPSYNC_SHARED", PROJECT_ROOT.parent / "shared"))
 CLIP = SHARED_ROOT / "data" / "video" / "pcavs_00015_224_25fps.mp4"
@@ -102,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # The in-process runs tune malloc as the lipsync command does (LIPSYNC_SYSTEM_MALLOC=1: glibc defaults).
-    allocator = "glibc malloc tuned as by the lipsync command" if reuse_freed_memory() else "system malloc defaults"
+    allocator = tune_allocator_like_cli()
     expected = np.load(SHARED_ROOT / "conformance" / "vectors" / "syncnet_eval.npz")
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
+from peak_memory import peak_rss_mb, tune_allocator_like_cli   # benchmarks/peak_memory.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -81,9 +81,8 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
             preset: str) -> dict:
     """Time one `lipsync infer` in this (fresh) process; its peak RSS is the pipeline's alone."""
     from lipsync import InferenceConfig, LipSyncPipeline, RuntimeConfig
-    from lipsync.utils.allocator import reuse_freed_memory
 
-    allocator_tuned = reuse_freed_memory()   # as the lipsync command does (LIPSYNC_SYSTEM_MALLOC=1: glibc's defaults)
+    allocator = tune_allocator_like_cli()
     rss_before_mb = peak_rss_mb()
     start = time.perf_counter()
     pipeline = LipSyncPipeline.from_pretrained(checkpoint, runtime=RuntimeConfig(precision=precision))
@@ -99,7 +98,7 @@ def run_one(video: Path, audio: Path, checkpoint: Path, output: Path, precision:
         "stages_s": {stage: round(value, 2) for stage, value in result.stage_seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_after_imports_mb": round(rss_before_mb, 1),
-        "allocator_tuned": allocator_tuned,
+        "allocator": allocator,
     }
 
 
@@ -130,7 +129,7 @@ def main() -> None:
             print(f"{duration:>5.0f} s clip, {figures['frames']} frames, precision {args.precision}: "
                   f"{figures['wall_s']:.1f} s wall = {figures['fps']:.1f} frames/s (cpu {figures['cpu_s']:.1f} s); "
                   f"peak RSS {figures['peak_rss_mb']:.0f} MB ({figures['rss_after_imports_mb']:.0f} MB after "
-                  f"imports); stages (s): {stages}")
+                  f"imports); stages (s): {stages}; {figures['allocator']}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Peak resident memory of the current process, as every benchmark here reports it."""
+"""Peak resident memory of the current process, as every benchmark here reports it, and the malloc setting."""
 from __future__ import annotations
 
 import resource
@@ -21,3 +21,13 @@ def peak_rss_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB elsewhere
+
+
+def tune_allocator_like_cli() -> str:
+    """Tune glibc malloc as the ``lipsync`` command does (``LIPSYNC_SYSTEM_MALLOC=1``: keep the defaults).
+
+    Returns the setting in words, for the benchmark's printout: it changes both time and peak RSS.
+    """
+    from lipsync.utils.allocator import reuse_freed_memory
+
+    return "glibc malloc tuned as by the lipsync command" if reuse_freed_memory() else "system malloc defaults"

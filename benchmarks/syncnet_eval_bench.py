@@ -33,10 +33,9 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from lipsync.utils.allocator import reuse_freed_memory  # noqa: E402
 from syncnet import SyncNetV2, evaluate_clip, mfcc  # noqa: E402
 
-from peak_memory import peak_rss_mb   # benchmarks/peak_memory.py
+from peak_memory import peak_rss_mb, tune_allocator_like_cli   # benchmarks/peak_memory.py
 
 SHARED_ROOT = Path(os.environ.get("LIPSYNC_SHARED", PROJECT_ROOT.parent / "shared"))
 REFERENCE_SECONDS = 5.9   # SyncNetInstance.evaluate on this clip, this machine (brief), ffmpeg extraction included
@@ -89,7 +88,7 @@ def main() -> None:
     parser.add_argument("--reference-style", action="store_true", help="also time the reference's network pass")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    allocator = "glibc malloc tuned as by the lipsync command" if reuse_freed_memory() else "system malloc defaults"
+    allocator = tune_allocator_like_cli()
 
     model, frames, audio, expected = load_inputs()
     clip_seconds = len(frames) / VIDEO_FPS

@@ -5,14 +5,15 @@ Why: by default glibc serves every block above ``M_MMAP_THRESHOLD`` (128 KiB, ad
 ``M_TRIM_THRESHOLD``. Every activation tensor of a CPU forward pass is such a block, so each one starts with
 one page fault per 4 KiB page. Measured on the project machine (a 2-vCPU VM, where faults are expensive):
 ``syncnet.evaluate_clip`` on a 7 s clip took 70-150 thousand minor faults per call; with both thresholds
-raised, under 10 thousand, and 10-25% less time (the machine's load varies), with identical results. The reference network pass
-speeds up too (torch allocates the same way there), so benchmarks report which allocator setting they ran.
+raised, under 10 thousand, and 5-25% less time (the machine's load varies), with identical results. The
+reference network pass speeds up too (torch allocates the same way there), so benchmarks say which allocator
+setting they ran with.
 
 The price: up to 256 MiB of freed memory stays in the process, and heap fragmentation can raise the peak:
-``lipsync evaluate`` peaked at 1.02-1.07 GB with glibc's defaults and 1.05-1.21 GB tuned (7 s and 63 s clips),
-``lipsync infer`` at 0.99 GB either way. That suits a command that runs one job and exits, and a server that runs the same job repeatedly,
-so the ``lipsync`` command (and with it the demo) calls :func:`reuse_freed_memory` at start; library users
-decide for their own process. ``LIPSYNC_SYSTEM_MALLOC=1`` keeps glibc's defaults.
+``lipsync evaluate`` peaked at 1.02 / 1.08 GB with glibc's defaults and 1.02-1.05 / 1.19-1.21 GB tuned (7 s /
+63 s clip), ``lipsync infer`` at 0.98-0.99 GB either way. That suits a command that runs one job and exits,
+and a server that runs the same job repeatedly, so the ``lipsync`` command (and with it the demo) calls
+:func:`reuse_freed_memory` at start; library users decide for their own process. ``LIPSYNC_SYSTEM_MALLOC=1`` keeps glibc's defaults.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def reuse_freed_memory() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
