@@ -36,7 +36,8 @@ VIDEO_FPS = 25                                            # SyncNet's frame rate
 AUDIO_SAMPLES_PER_FRAME = MFCC_SAMPLE_RATE // VIDEO_FPS   # 640, the reference's len(audio) / 640
 MEDIAN_FILTER_SIZE = 9                                     # framewise confidence smoothing (the reference's medfilt)
 PAIRWISE_EPS = 1e-6                                        # torch.nn.functional.pairwise_distance default
-# Batch sizes bound memory on long clips and keep activations cache-sized; they do not change the results.
+# Batch sizes bound memory on long clips and keep activations cache-sized; they do not change the results
+# beyond float32 rounding (the same clip is always batched the same way).
 AUDIO_WINDOWS_PER_BATCH = 64
 DISTANCE_WINDOWS_PER_BATCH = 512
 

@@ -40,6 +40,10 @@ POINTS = (0, 1, -1, Fraction(1, 2), -2)
 # Tiles transformed per pass: bounds the intermediates (36 x tiles x channels floats, ~14 MB for SyncNet's
 # 384-channel layer) to cache-friendly sizes whatever the batch; as fast as whole batches here.
 TILES_PER_SLICE = 256
+# Space-to-depth phases (row, column parity) in channel order. A 5x5 kernel's odd phases have a zero last tap,
+# so at the points at infinity only even-row (first two) or even-column (middle two) phases have weights, and
+# either set is a contiguous channel range that the products can be restricted to (see _point_groups).
+PHASES = ((0, 1), (0, 0), (1, 0), (1, 1))
 
 
 class WinogradConv2d:
@@ -60,16 +64,18 @@ class WinogradConv2d:
         self.stride, self.padding, self.kernel = stride, padding, kernel_h
         weight = weight.detach().double()
         if stride == 2:
-            # Tap (2a + dy, 2b + dx) of the padded 6x6 kernel meets input channel (dy, dx, c) at tap (a, b).
+            # Tap (2a + dy, 2b + dx) of the padded 6x6 kernel meets input channel (phase (dy, dx), c) at tap (a, b).
             weight = F.pad(weight, (0, 6 - kernel_w, 0, 6 - kernel_h))
-            weight = weight.reshape(out_channels, in_channels, 3, 2, 3, 2).permute(0, 3, 5, 1, 2, 4)
-            weight = weight.reshape(out_channels, 4 * in_channels, 3, 3)
+            weight = weight.reshape(out_channels, in_channels, 3, 2, 3, 2)
+            weight = torch.cat([weight[:, :, :, dy, :, dx] for dy, dx in PHASES], dim=1)   # o (phase c) a b
         wino = winograd_matrices(OUTPUT_TILE, KERNEL, POINTS)
         at, g, bt = (torch.tensor(m, dtype=torch.float64, device=weight.device) for m in wino.as_arrays(np.float64))
         transformed = torch.einsum("ak,ockl,bl->abco", g, weight, g)
-        self.weight = transformed.reshape(INPUT_TILE * INPUT_TILE, *transformed.shape[2:]).float().contiguous()
-        self.input_transform = torch.kron(bt, bt).float()    # (a b) <- (6x6 tile positions)
-        self.output_transform = torch.kron(at, at).float()   # (p q) <- (a b)
+        transformed = transformed.reshape(INPUT_TILE * INPUT_TILE, *transformed.shape[2:])   # (a b) c o
+        points, self.groups = _point_groups(transformed)
+        self.weight = transformed[points].float().contiguous()
+        self.input_transform = torch.kron(bt, bt)[points].float()        # (a b) <- (6x6 tile positions)
+        self.output_transform = torch.kron(at, at)[:, points].float()    # (p q) <- (a b)
         self.bias = None if bias is None else bias.detach().float()
         self.in_channels, self.out_channels = in_channels, out_channels
 
@@ -100,17 +106,51 @@ class WinogradConv2d:
         need_w = (OUTPUT_TILE * tiles_w + KERNEL - 1) * self.stride
         x = F.pad(x, (0, 0, pad, need_w - width - pad, pad, need_h - height - pad))
         if self.stride == 2:
-            x = x.reshape(n, need_h // 2, 2, need_w // 2, 2, channels).permute(0, 1, 3, 2, 4, 5)
-            x = x.reshape(n, need_h // 2, need_w // 2, 4 * channels)                     # n h w (dy dx c)
+            x = x.reshape(n, need_h // 2, 2, need_w // 2, 2, channels)
+            x = torch.cat([x[:, :, dy, :, dx] for dy, dx in PHASES], dim=-1)             # n h w (phase c)
         tiles = x.unfold(1, INPUT_TILE, OUTPUT_TILE).unfold(2, INPUT_TILE, OUTPUT_TILE)   # n i j c 6 6
         tiles = tiles.permute(4, 5, 0, 1, 2, 3).reshape(INPUT_TILE * INPUT_TILE, -1)     # (6 6) (n i j c)
         transformed = torch.mm(self.input_transform, tiles)                              # (a b) (n i j c)
-        transformed = transformed.view(INPUT_TILE * INPUT_TILE, n * tiles_h * tiles_w, -1)
-        products = torch.bmm(transformed, self.weight)                                   # (a b) (n i j) o
-        out = torch.mm(self.output_transform, products.view(INPUT_TILE * INPUT_TILE, -1))  # (p q) (n i j o)
+        transformed = transformed.view(len(self.weight), n * tiles_h * tiles_w, -1)
+        products = torch.empty(len(self.weight), transformed.shape[1], self.out_channels,
+                               dtype=torch.float32, device=x.device)
+        for start, stop, low, high in self.groups:                                       # (a b) (n i j) o
+            torch.bmm(transformed[start:stop, :, low:high], self.weight[start:stop, low:high],
+                      out=products[start:stop])
+        out = torch.mm(self.output_transform, products.view(len(self.weight), -1))      # (p q) (n i j o)
         out = out.view(OUTPUT_TILE, OUTPUT_TILE, n, tiles_h, tiles_w, self.out_channels)
         out = out.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_h * OUTPUT_TILE, tiles_w * OUTPUT_TILE, -1)
         if self.bias is None:
             result.copy_(out[:, :out_h, :out_w])
         else:
             torch.add(out[:, :out_h, :out_w], self.bias, out=result)
+
+
+def _point_groups(transformed: torch.Tensor) -> tuple[list[int], list[tuple[int, int, int, int]]]:
+    """Order the transformed points so that each matrix product skips input channels with zero weights.
+
+    A 5x5 stride-2 kernel padded to 6x6 has a zero last tap in its odd phases, and the point at infinity
+    reads only the last tap: there the odd-phase channels' transformed weights are exactly zero (16% of
+    SyncNet's layer-2 multiply-adds). Points whose nonzero channels span the same range share one batched
+    product over that range; points with no nonzero weight are dropped.
+
+    Args:
+        transformed: (points, c, o) float64 transformed weights.
+
+    Returns:
+        (the kept points in their new order, [(start, stop, first channel, channel stop)] per group).
+    """
+    nonzero = transformed.abs().amax(dim=2) != 0                                       # points x c
+    spans = {}
+    for point, row in enumerate(nonzero):
+        channels = row.nonzero().flatten().tolist()
+        if channels:
+            spans[point] = (channels[0], channels[-1] + 1)
+    order = sorted(spans, key=lambda point: (spans[point][0] - spans[point][1], spans[point], point))
+    groups: list[tuple[int, int, int, int]] = []
+    for position, point in enumerate(order):
+        if groups and groups[-1][2:] == spans[point]:
+            groups[-1] = (groups[-1][0], position + 1, *spans[point])
+        else:
+            groups.append((position, position + 1, *spans[point]))
+    return order, groups

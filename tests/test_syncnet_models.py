@@ -17,6 +17,7 @@ from syncnet import (
     SyncNetV2,
     sync_loss,
 )
+from syncnet.canvas import Canvas
 from syncnet.winograd import winograd_matrices
 from syncnet import winograd_conv
 from syncnet.winograd_conv import WinogradConv2d
@@ -184,6 +185,49 @@ def test_winograd_conv_matches_direct_convolution(in_channels, out_channels, siz
     torch.testing.assert_close(conv(x, relu=True), out.relu(), rtol=0, atol=0)
     no_bias = WinogradConv2d(weight, None, stride=stride, padding=padding)(x)
     torch.testing.assert_close(no_bias.double(), exact - bias.double()[:, None, None], rtol=0, atol=float(2 * error))
+
+
+def test_winograd_conv_skips_structurally_zero_weights():
+    generator = torch.Generator().manual_seed(3)
+    for kernel, taps in ((5, 121), (6, 144)):   # 5x5 padded to 6x6: 11x11 transformed taps per phase set
+        conv = WinogradConv2d(torch.randn(4, 3, kernel, kernel, generator=generator), None, stride=2)
+        # Multiply-adds per tile and output channel: every point's product runs over its channel span only.
+        assert sum((stop - start) * (high - low) for start, stop, low, high in conv.groups) == taps * 3
+        assert conv.groups[0] == (0, 25 if kernel == 5 else 36, 0, 12)
+
+
+@pytest.mark.parametrize(("count", "size", "tiles"), [(20, (13, 13), 245), (64, (11, 9), 480), (3, (13, 13), 44)])
+def test_canvas_convolution_equals_each_map_alone(count, size, tiles):
+    canvas = Canvas(count, *size)
+    rows, cols = canvas.canvas_h, canvas.canvas_w
+    assert -(-rows // 4) * -(-cols // 4) == tiles <= count * -(-size[0] // 4) * -(-size[1] // 4)
+    generator = torch.Generator().manual_seed(4)
+    maps = torch.randn(count, 5, *size, generator=generator, dtype=torch.float64)
+    kernels = torch.randn(3, 5, 5, 3, 3, generator=generator, dtype=torch.float64)
+    alone, packed = maps, canvas.pack(maps)
+    assert packed.shape == (1, 5, rows, cols)
+    torch.testing.assert_close(canvas.cells(packed, *size), maps, rtol=0, atol=0)
+    for index, kernel in enumerate(kernels):   # float64: equal to the last bit
+        alone = F.conv2d(alone, kernel, padding=1).relu()
+        packed = F.conv2d(canvas.clear_gaps(packed) if index else packed, kernel, padding=1).relu()
+    torch.testing.assert_close(canvas.cells(packed, *size), alone, rtol=0, atol=0)
+    pooled = F.max_pool2d(alone, 3, 2)
+    torch.testing.assert_close(canvas.cells(F.max_pool2d(packed, 3, 2), *pooled.shape[2:], stride=2), pooled,
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="maps of"):
+        canvas.pack(maps[:, :, :-1])
+
+
+def test_whole_input_convolution_is_the_convolution():
+    from syncnet.fast_encoders import _WholeInputConv
+
+    generator = torch.Generator().manual_seed(5)
+    weight, bias = torch.randn(7, 6, 5, 4, generator=generator), torch.randn(7, generator=generator)
+    x = torch.randn(3, 6, 5, 4, generator=generator).contiguous(memory_format=torch.channels_last)
+    conv = _WholeInputConv(weight, bias)
+    torch.testing.assert_close(conv(x, relu=True), F.conv2d(x, weight, bias).relu(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="whole-input"):
+        conv(torch.zeros(1, 6, 6, 4))
 
 
 def test_winograd_conv_in_slices_equals_one_pass(monkeypatch):
