@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from syncnet.fast_encoders import FRAME_SIZE, TEMPORAL_TILE, FastAudioEncoder, FastLipEncoder
+from syncnet.median_filter import median_filter
 from syncnet.mfcc import MFCC_SAMPLE_RATE, MFCC_STEPS_PER_FRAME, MFCC_WINDOW, mfcc
 from syncnet.syncnet_v2 import LIP_WINDOW, SyncNetV2
 
@@ -195,12 +195,8 @@ class SyncNetScorer:
             median = torch.median(mdist)   # lower middle value for even counts, as the reference's torch.median
             confidence = median - minval
             fconf = (median - dists[:, minidx]).numpy()
-        import scipy.signal   # here, not at the top: scipy.signal costs 50 MB and a second for everyone else
-
-        with warnings.catch_warnings():
-            # Clips shorter than the filter are zero-padded, as in the reference; scipy warns about it every time.
-            warnings.filterwarnings("ignore", message="kernel_size exceeds volume extent")
-            fconfm = scipy.signal.medfilt(fconf, kernel_size=MEDIAN_FILTER_SIZE).astype(np.float32)
+        # Clips shorter than the filter are zero-padded, as in the reference.
+        fconfm = median_filter(fconf, MEDIAN_FILTER_SIZE).astype(np.float32)
         offset = vshift - int(minidx)
         logger.info("AV offset %d, min dist %.3f, confidence %.3f", offset, float(minval), float(confidence))
         return {

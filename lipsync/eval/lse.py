@@ -29,7 +29,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import scipy.signal
 from numpy.typing import NDArray
 
 from lipsync.errors import LipSyncError
@@ -38,6 +37,7 @@ from lipsync.eval.extract import (JpegRoundTrip, SyncNetFrame, VideoStreamInfo, 
 from lipsync.face.gaps import fill_gaps
 from lipsync.io.video import to_bgr
 from syncnet import SyncNetScorer
+from syncnet.median_filter import median_filter
 from syncnet.fast_encoders import FRAME_SIZE
 from syncnet.mfcc import MFCC_SAMPLE_RATE
 
@@ -74,7 +74,7 @@ def crop_geometry(boxes: NDArray[np.float64]) -> NDArray[np.float64]:
     centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
     centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
     half_size = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2
-    return np.stack([scipy.signal.medfilt(column, kernel_size=CROP_MEDIAN_FRAMES)
+    return np.stack([median_filter(column, CROP_MEDIAN_FRAMES)
                      for column in (centre_x, centre_y, half_size)], axis=1)
 
 
