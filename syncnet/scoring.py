@@ -160,8 +160,8 @@ class SyncNetScorer:
         """
         _validate_audio(audio_int16, sample_rate)
         audio_frames = len(audio_int16) // AUDIO_SAMPLES_PER_FRAME
-        # Frames past the audio are never scored; the last scored window's group reads at most 3 frames past
-        # min_length, so a margin of two groups keeps every computed value as in the whole-clip call.
+        # Frames past the audio are never scored; the last scored window's group reads at most TEMPORAL_TILE - 2
+        # frames past min_length, so a margin of two groups computes every scored window from real frames.
         counted = _CheckedBlocks(blocks, limit=audio_frames + 2 * TEMPORAL_TILE)
         with torch.inference_mode():
             lip_all, _ = self.lip_encoder.stream(counted, batch_size)
