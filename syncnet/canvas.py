@@ -41,12 +41,12 @@ class Canvas:
         self.canvas_w = self.cell_w * self.grid_cols - 1
 
     def pack(self, maps: torch.Tensor) -> torch.Tensor:
-        """(n, c, h, w) maps, n <= count -> (1, c, canvas_h, canvas_w) channels-last canvas, zero between maps."""
-        count, channels = maps.shape[:2]
-        if count > self.count or tuple(maps.shape[2:]) != (self.height, self.width):
-            raise ValueError(f"expected up to {self.count} maps of {self.height}x{self.width}, got {tuple(maps.shape)}")
+        """(count, c, h, w) maps -> (1, c, canvas_h, canvas_w) channels-last canvas, zero between maps."""
+        channels = maps.shape[1]
+        if maps.shape[0] != self.count or tuple(maps.shape[2:]) != (self.height, self.width):
+            raise ValueError(f"expected {self.count} maps of {self.height}x{self.width}, got {tuple(maps.shape)}")
         maps = maps.permute(0, 2, 3, 1)                                                       # n h w ch
-        spare = self.grid_rows * self.grid_cols - count
+        spare = self.grid_rows * self.grid_cols - self.count   # empty cells of the last grid row
         if spare:
             maps = torch.cat([maps, maps.new_zeros(spare, *maps.shape[1:])])
         full = maps.new_zeros(self.grid_rows, self.cell_h, self.grid_cols, self.cell_w, channels)
