@@ -11,9 +11,9 @@ The process tunes glibc malloc as the ``lipsync`` command does (``lipsync.utils.
 ``LIPSYNC_SYSTEM_MALLOC=1`` for glibc's defaults) and says which it ran with.
 
 ``--reference-style`` also times, in this process, interleaved with the warm runs (same load, same allocator),
-the reference's way of running the network (float64 frame tensor, batches of 20 copied 5-frame windows through the Conv3d model, per-window
-``calc_pdist`` loop). It leaves out the reference's ffmpeg/JPEG file I/O, so it is a lower bound on the
-reference's time; the ratio to it is robust to other processes sharing the CPU.
+the reference's way of running the network (float64 frame tensor, batches of 20 copied 5-frame windows through
+the Conv3d model, per-window ``calc_pdist`` loop). It leaves out the reference's ffmpeg/JPEG file I/O, so it is
+a lower bound on the reference's time; the ratio to it is robust to other processes sharing the CPU.
 """
 from __future__ import annotations
 
@@ -125,10 +125,12 @@ def main() -> None:
           f"{peak_mb:.0f} MiB")
     if args.reference_style:
         ratios = [ref / ours for ref, ours in zip(reference, warm)]
-        print(f"reference-style network pass in-process (no ffmpeg/JPEG I/O), interleaved: best {min(reference):.3f} s, "
-              f"median {statistics.median(reference):.3f} s")
-        print(f"paired speedup (reference-style / evaluate_clip, same round): median {statistics.median(ratios):.2f}x, "
-              f"range {min(ratios):.2f}-{max(ratios):.2f}x; best vs best {min(reference) / best:.2f}x")
+        print(f"reference-style network pass in-process (no ffmpeg/JPEG I/O), interleaved: "
+              f"best {min(reference):.3f} s, median {statistics.median(reference):.3f} s")
+        print(f"paired speedup (reference-style / evaluate_clip, same round): "
+              f"median {statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x; "
+              f"best vs best {min(reference) / best:.2f}x")
+
 
 if __name__ == "__main__":
     main()

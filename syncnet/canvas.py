@@ -30,15 +30,17 @@ class Canvas:
         self.count, self.height, self.width = count, height, width
         self.cell_h, self.cell_w = height + 1, width + 1
 
-        def tiles(grid_rows: int) -> int:
-            grid_cols = -(-count // grid_rows)
-            return (-(-(self.cell_h * grid_rows - 1) // output_tile)) * (-(-(self.cell_w * grid_cols - 1) // output_tile))
+        def shape(grid_rows: int) -> tuple[int, int]:
+            # The last map's zero line is the canvas border, which convolutions pad themselves.
+            return self.cell_h * grid_rows - 1, self.cell_w * _ceil_div(count, grid_rows) - 1
 
-        self.grid_rows = min(range(1, count + 1), key=lambda rows: (tiles(rows), rows))
-        self.grid_cols = -(-count // self.grid_rows)
-        # The last map's zero line is the canvas border, which convolutions pad themselves.
-        self.canvas_h = self.cell_h * self.grid_rows - 1
-        self.canvas_w = self.cell_w * self.grid_cols - 1
+        def tiles(grid_rows: int) -> int:
+            rows, cols = shape(grid_rows)
+            return _ceil_div(rows, output_tile) * _ceil_div(cols, output_tile)
+
+        self.grid_rows = min(range(1, count + 1), key=lambda grid_rows: (tiles(grid_rows), grid_rows))
+        self.grid_cols = _ceil_div(count, self.grid_rows)
+        self.canvas_h, self.canvas_w = shape(self.grid_rows)
 
     def pack(self, maps: torch.Tensor) -> torch.Tensor:
         """(count, c, h, w) maps -> (1, c, canvas_h, canvas_w) channels-last canvas, zero between maps."""
@@ -81,3 +83,7 @@ class Canvas:
         )
         maps = grid.reshape(-1, height, width, channels)[: self.count].contiguous()          # n h w ch
         return maps.permute(0, 3, 1, 2)
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)

@@ -37,8 +37,8 @@ from lipsync.eval.extract import (JpegRoundTrip, SyncNetFrame, VideoStreamInfo, 
 from lipsync.face.gaps import fill_gaps
 from lipsync.io.video import to_bgr
 from syncnet import SyncNetScorer
-from syncnet.median_filter import median_filter
 from syncnet.fast_encoders import FRAME_SIZE
+from syncnet.median_filter import median_filter
 from syncnet.mfcc import MFCC_SAMPLE_RATE
 
 __all__ = ["PROTOCOLS", "ClipFrames", "ClipScore", "PreparedClip", "box_geometry", "crop_geometry", "face_crops",

@@ -10,10 +10,11 @@ reference network pass speeds up too (torch allocates the same way there), so be
 setting they ran with.
 
 The price: up to 256 MiB of freed memory stays in the process, and heap fragmentation can raise the peak:
-``lipsync evaluate`` peaked at 1.02 / 1.08 GB with glibc's defaults and 1.02-1.05 / 1.19-1.21 GB tuned (7 s /
+``lipsync evaluate`` peaked at 1.02 / 1.08 GB with glibc's defaults and 1.02-1.05 / 1.19-1.22 GB tuned (7 s /
 63 s clip), ``lipsync infer`` at 0.98-0.99 GB either way. That suits a command that runs one job and exits,
 and a server that runs the same job repeatedly, so the ``lipsync`` command (and with it the demo) calls
-:func:`reuse_freed_memory` at start; library users decide for their own process. ``LIPSYNC_SYSTEM_MALLOC=1`` keeps glibc's defaults.
+:func:`reuse_freed_memory` at start; library users decide for their own process. ``LIPSYNC_SYSTEM_MALLOC=1``
+keeps glibc's defaults.
 """
 from __future__ import annotations
 
