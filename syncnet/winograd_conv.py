@@ -79,51 +79,100 @@ class WinogradConv2d:
         self.bias = None if bias is None else bias.detach().float()
         self.in_channels, self.out_channels = in_channels, out_channels
 
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """Rows and columns of zero-padded input the tiles read for a ``height x width`` input."""
+        out_h, out_w = self._output_size(height, width)
+        return ((_round_up(out_h, OUTPUT_TILE) + KERNEL - 1) * self.stride,
+                (_round_up(out_w, OUTPUT_TILE) + KERNEL - 1) * self.stride)
+
     def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-        """Convolve (n, c, h, w) channels-last ``x``; returns (n, o, h', w') channels-last, ReLU'd if asked."""
-        n, channels, height, width = x.shape
+        """Convolve (n, c, h, w) ``x`` (channels-last); returns (n, o, h', w'), ReLU'd if asked.
+
+        The result has channels innermost in memory but is a view of a buffer rounded up to whole 4x4 tiles.
+        """
+        _, channels, height, width = x.shape
         if channels != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {channels}")
-        out_h = (height + 2 * self.padding - self.kernel) // self.stride + 1
-        out_w = (width + 2 * self.padding - self.kernel) // self.stride + 1
-        result = torch.empty(n, out_h, out_w, self.out_channels, dtype=torch.float32, device=x.device)
-        tiles_per_image = -(-out_h // OUTPUT_TILE) * -(-out_w // OUTPUT_TILE)
+        need_h, need_w = self.padded_size(height, width)
+        pad = self.padding
+        # Zero beyond the padded input (F.pad crops where the tiles need less than the padding gives).
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad, need_w - width - pad, pad, need_h - height - pad))
+        return self.convolve_padded(padded.permute(0, 3, 1, 2), height, width, relu)
+
+    def convolve_padded(self, padded: torch.Tensor, height: int, width: int, relu: bool = False) -> torch.Tensor:
+        """``self(x, relu)`` for an ``x`` already laid out with its zero padding (saves that copy).
+
+        Args:
+            padded: (n, c, *padded_size(height, width)) with channels innermost in memory: the
+                ``height x width`` input at rows and columns ``padding ..``, zeros everywhere else.
+            height, width: the input's size.
+            relu: apply a ReLU.
+        """
+        n, channels, rows, cols = padded.shape
+        if channels != self.in_channels or padded.stride(1) != 1:
+            raise ValueError(f"expected {self.in_channels} input channels innermost, got shape {tuple(padded.shape)} "
+                             f"strides {padded.stride()}")
+        if (rows, cols) != self.padded_size(height, width):
+            raise ValueError(f"a padded {height}x{width} input is {self.padded_size(height, width)}, got {rows}x{cols}")
+        out_h, out_w = self._output_size(height, width)
+        result = torch.empty(n, _round_up(out_h, OUTPUT_TILE), _round_up(out_w, OUTPUT_TILE), self.out_channels,
+                             dtype=torch.float32, device=padded.device)
+        tiles_per_image = (result.shape[1] // OUTPUT_TILE) * (result.shape[2] // OUTPUT_TILE)
         images_per_slice = max(1, TILES_PER_SLICE // tiles_per_image)
-        x = x.permute(0, 2, 3, 1)                                                      # n h w c (a view)
+        padded = padded.permute(0, 2, 3, 1)                                            # n h w c (a view)
         for start in range(0, n, images_per_slice):
-            self._convolve(x[start : start + images_per_slice], result[start : start + images_per_slice])
+            self._convolve(padded[start : start + images_per_slice], result[start : start + images_per_slice])
         if relu:
             result.relu_()
-        return result.permute(0, 3, 1, 2)
+        return result[:, :out_h, :out_w].permute(0, 3, 1, 2)
 
-    def _convolve(self, x: torch.Tensor, result: torch.Tensor) -> None:
-        """(n, h, w, c) -> (n, h', w', o) ``result`` (bias added)."""
-        n, height, width, channels = x.shape
-        out_h, out_w, pad = result.shape[1], result.shape[2], self.padding
-        tiles_h, tiles_w = -(-out_h // OUTPUT_TILE), -(-out_w // OUTPUT_TILE)
-        # Input rows/columns the tiles read, zero beyond the padded input (F.pad crops where negative).
-        need_h = (OUTPUT_TILE * tiles_h + KERNEL - 1) * self.stride
-        need_w = (OUTPUT_TILE * tiles_w + KERNEL - 1) * self.stride
-        x = F.pad(x, (0, 0, pad, need_w - width - pad, pad, need_h - height - pad))
-        if self.stride == 2:
-            x = x.reshape(n, need_h // 2, 2, need_w // 2, 2, channels)
-            x = torch.cat([x[:, :, dy, :, dx] for dy, dx in PHASES], dim=-1)             # n h w (phase c)
-        tiles = x.unfold(1, INPUT_TILE, OUTPUT_TILE).unfold(2, INPUT_TILE, OUTPUT_TILE)   # n i j c 6 6
-        tiles = tiles.permute(4, 5, 0, 1, 2, 3).reshape(INPUT_TILE * INPUT_TILE, -1)     # (6 6) (n i j c)
+    def _output_size(self, height: int, width: int) -> tuple[int, int]:
+        return ((height + 2 * self.padding - self.kernel) // self.stride + 1,
+                (width + 2 * self.padding - self.kernel) // self.stride + 1)
+
+    def _convolve(self, padded: torch.Tensor, result: torch.Tensor) -> None:
+        """Padded (n, h, w, c) -> (n, rows, cols, o) ``result`` in whole tiles (bias added)."""
+        n = padded.shape[0]
+        tiles_h, tiles_w = result.shape[1] // OUTPUT_TILE, result.shape[2] // OUTPUT_TILE
+        tiles = self._gather_tiles(padded, tiles_h, tiles_w)                           # (a b) (n i j c)
         transformed = torch.mm(self.input_transform, tiles)                              # (a b) (n i j c)
         transformed = transformed.view(len(self.weight), n * tiles_h * tiles_w, -1)
         products = torch.empty(len(self.weight), transformed.shape[1], self.out_channels,
-                               dtype=torch.float32, device=x.device)
+                               dtype=torch.float32, device=padded.device)
         for start, stop, low, high in self.groups:                                       # (a b) (n i j) o
             torch.bmm(transformed[start:stop, :, low:high], self.weight[start:stop, low:high],
                       out=products[start:stop])
         out = torch.mm(self.output_transform, products.view(len(self.weight), -1))      # (p q) (n i j o)
         out = out.view(OUTPUT_TILE, OUTPUT_TILE, n, tiles_h, tiles_w, self.out_channels)
-        out = out.permute(2, 3, 0, 4, 1, 5).reshape(n, tiles_h * OUTPUT_TILE, tiles_w * OUTPUT_TILE, -1)
+        out = out.permute(2, 3, 0, 4, 1, 5)                                              # n i p j q o
+        # One pass from the transform's layout to the result's, adding the bias on the way.
+        target = result.view(n, tiles_h, OUTPUT_TILE, tiles_w, OUTPUT_TILE, self.out_channels)
         if self.bias is None:
-            result.copy_(out[:, :out_h, :out_w])
+            target.copy_(out)
         else:
-            torch.add(out[:, :out_h, :out_w], self.bias, out=result)
+            torch.add(out, self.bias, out=target)
+
+    def _gather_tiles(self, padded: torch.Tensor, tiles_h: int, tiles_w: int) -> torch.Tensor:
+        """Overlapping 6x6 input tiles of a padded (n, h, w, c) input as a (36, n i j c') matrix, c' = c per phase.
+
+        A stride-2 kernel reads every tile in space-to-depth form: tile position (a, b) of tile (i, j) in phase
+        (dy, dx) is padded pixel (8i + 2a + dy, 8j + 2b + dx), gathered here in one pass without building
+        the space-to-depth tensor first.
+        """
+        n, _, _, channels = padded.shape
+        if self.stride == 1:
+            tiles = padded.unfold(1, INPUT_TILE, OUTPUT_TILE).unfold(2, INPUT_TILE, OUTPUT_TILE)   # n i j c 6 6
+            return tiles.permute(4, 5, 0, 1, 2, 3).reshape(INPUT_TILE * INPUT_TILE, -1)
+        tiles = torch.empty(INPUT_TILE, INPUT_TILE, n, tiles_h, tiles_w, len(PHASES), channels,
+                            dtype=padded.dtype, device=padded.device)
+        batch_step, row_step, col_step, channel_step = padded.stride()
+        step = 2 * OUTPUT_TILE   # input pixels between neighbouring tiles
+        sizes = (INPUT_TILE, INPUT_TILE, n, tiles_h, tiles_w, channels)
+        strides = (2 * row_step, 2 * col_step, batch_step, step * row_step, step * col_step, channel_step)
+        for slot, (dy, dx) in enumerate(PHASES):
+            offset = padded.storage_offset() + dy * row_step + dx * col_step
+            tiles[:, :, :, :, :, slot].copy_(padded.as_strided(sizes, strides, offset))
+        return tiles.view(INPUT_TILE * INPUT_TILE, -1)
 
 
 def _point_groups(transformed: torch.Tensor) -> tuple[list[int], list[tuple[int, int, int, int]]]:
@@ -154,3 +203,7 @@ def _point_groups(transformed: torch.Tensor) -> tuple[list[int], list[tuple[int,
         else:
             groups.append((position, position + 1, *spans[point]))
     return order, groups
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

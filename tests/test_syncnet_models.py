@@ -178,7 +178,7 @@ def test_winograd_conv_matches_direct_convolution(in_channels, out_channels, siz
     direct_error = (F.conv2d(x, weight, bias, stride=stride, padding=padding).double() - exact).abs().max()
     conv = WinogradConv2d(weight, bias, stride=stride, padding=padding)
     out = conv(x)
-    assert out.shape == exact.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert out.shape == exact.shape and out.stride(1) == 1   # channels innermost (a view of the tiled output)
     error = (out.double() - exact).abs().max()
     # float32 rounding of the transforms: measured 1.1-3.2x a direct convolution's, ~1e-6 of the output scale.
     assert error <= max(5 * direct_error, 1e-6) and error <= 1e-5 * exact.abs().max()
@@ -250,6 +250,44 @@ def test_gpu_fallback_convolution_agrees_with_winograd():
     direct = _DirectConv(weight, bias, stride=2, padding=1)(x, relu=True)
     torch.testing.assert_close(direct, WinogradConv2d(weight, bias, stride=2, padding=1)(x, relu=True),
                                rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_convolution_of_a_prepadded_input_equals_padding_it(stride):
+    from syncnet.fast_encoders import _DirectConv
+
+    generator = torch.Generator().manual_seed(6)
+    kernel = 3 if stride == 1 else 5
+    weight, bias = torch.randn(8, 6, kernel, kernel, generator=generator), torch.randn(8, generator=generator)
+    x = torch.rand(2, 6, 14, 11, generator=generator).contiguous(memory_format=torch.channels_last)
+    for conv in (WinogradConv2d(weight, bias, stride=stride, padding=1),
+                 _DirectConv(weight, bias, stride=stride, padding=1)):
+        rows, cols = conv.padded_size(14, 11)
+        padded = torch.zeros(2, rows, cols, 6)
+        padded[:, 1:15, 1:12] = x.permute(0, 2, 3, 1)
+        prepadded = conv.convolve_padded(padded.permute(0, 3, 1, 2), 14, 11, relu=True)
+        torch.testing.assert_close(prepadded, conv(x, relu=True), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="padded 14x11 input"):
+        WinogradConv2d(weight, bias, stride=stride, padding=1).convolve_padded(padded[:, :, :-1].permute(0, 3, 1, 2),
+                                                                               14, 11)
+
+
+@pytest.mark.parametrize(("size", "padding"), [((109, 109), 0), ((26, 26), 1), ((8, 12), 1), ((7, 9), 0)])
+def test_separable_max_pool_equals_max_pool2d_on_strided_views(size, padding):
+    from syncnet.fast_encoders import _max_pool_3x3_stride_2
+
+    generator = torch.Generator().manual_seed(7)
+    full = torch.randn(3, size[0] + 2, size[1] + 2, 5, generator=generator)   # v h w c, maps are a window of it
+    x = full[:, : size[0], : size[1]]
+    expected = F.max_pool2d(x.permute(0, 3, 1, 2), 3, 2, padding=padding).permute(0, 2, 3, 1)
+    rows = torch.empty(3, expected.shape[1], size[1], 5)
+    out = torch.empty_like(expected)
+    _max_pool_3x3_stride_2(x, rows, out, padding=padding)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    if padding:
+        with pytest.raises(ValueError, match="stride-2 maximum"):
+            _max_pool_3x3_stride_2(full[:, : size[0] + 1], torch.empty(3, expected.shape[1] + 1, size[1] + 2, 5),
+                                   torch.empty(3, expected.shape[1] + 1, expected.shape[2] + 1, 5), padding=1)
 
 
 def test_winograd_conv_rejects_other_kernels():
