@@ -230,7 +230,8 @@ class FastLipEncoder:
             return self.head(self.trunk(frames, num_windows, windows_per_chunk))
 
     @torch.inference_mode()
-    def trunk(self, frames: torch.Tensor, num_windows: int, windows_per_chunk: int = 20) -> torch.Tensor:
+    def trunk(self, frames: torch.Tensor, num_windows: int, windows_per_chunk: int = 20,
+              buffers: "_Buffers | None" = None) -> torch.Tensor:
         """The tower before the fully connected head for windows ``frames[v:v + 5]``, v < ``num_windows``.
 
         Args:
@@ -239,6 +240,7 @@ class FastLipEncoder:
             num_windows: number of windows to embed.
             windows_per_chunk: windows per pass through the layers after the first (rounded up to a multiple
                 of 6). Affects memory and speed only, never the values beyond float32 summation order.
+            buffers: scratch to reuse from an earlier call (what :meth:`stream` passes); a fresh set by default.
 
         Returns:
             (num_windows, 512) float32 features; ``head`` turns them into embeddings.
@@ -250,9 +252,9 @@ class FastLipEncoder:
             raise ValueError(f"{num_windows} windows need {num_windows + LIP_WINDOW - 1} frames, got {num_frames}")
         chunk = max(1, -(-windows_per_chunk // TEMPORAL_TILE)) * TEMPORAL_TILE
         # Reused across groups: fresh multi-megabyte tensors cost page faults comparable to the arithmetic.
-        buffers = _Buffers()
+        buffers = buffers if buffers is not None else _Buffers()
         # The first layer's output goes straight into layer 2's zero-padded input (the padding is never
-        # written, so the buffer is zeroed once per call).
+        # written, so the buffer is zeroed only when made).
         padded_h, padded_w = self.conv2.padded_size(POOLED_SIZE, POOLED_SIZE)
         pad = self.conv2.padding
         features = []
@@ -288,6 +290,7 @@ class FastLipEncoder:
         """
         chunk = max(1, -(-windows_per_chunk // TEMPORAL_TILE)) * TEMPORAL_TILE
         span = chunk + LIP_WINDOW - 1
+        buffers = _Buffers()   # one set for every span: no re-zeroing, no fresh multi-megabyte tensors
         pending: list[torch.Tensor] = []
         held = 0
         num_frames = 0
@@ -302,12 +305,12 @@ class FastLipEncoder:
             frames = pending[0] if len(pending) == 1 else torch.cat(pending)
             start = 0
             while held - start >= span:
-                features.append(self.trunk(frames[start : start + span], chunk, windows_per_chunk))
+                features.append(self.trunk(frames[start : start + span], chunk, windows_per_chunk, buffers))
                 start += chunk
             pending, held = [frames[start:]], held - start
         if held >= LIP_WINDOW:
             frames = pending[0] if len(pending) == 1 else torch.cat(pending)
-            features.append(self.trunk(frames, held - LIP_WINDOW + 1, windows_per_chunk))
+            features.append(self.trunk(frames, held - LIP_WINDOW + 1, windows_per_chunk, buffers))
         if not features:
             return torch.zeros(0, self.head.hidden[0].shape[1], device=self.device), num_frames
         return torch.cat(features), num_frames
