@@ -266,8 +266,9 @@ class FastLipEncoder:
             for offset in range(0, last_window - first_window, TEMPORAL_TILE):
                 group_out = padded[offset : offset + TEMPORAL_TILE, pad : pad + POOLED_SIZE, pad : pad + POOLED_SIZE]
                 self._first_layer(frames, first_window + offset, buffers, out=group_out)
-            padded = padded.clamp_min_(0).permute(0, 3, 1, 2)                            # ReLU; v o h w channels-last
-            features.append(self._later_layers(padded)[: last_window - first_window])
+            # ReLU; the later layers see only the wanted windows (a group's spare ones are dropped here).
+            padded = padded[: last_window - first_window].clamp_min_(0).permute(0, 3, 1, 2)   # v o h w
+            features.append(self._later_layers(padded))
         return torch.cat(features)
 
     def stream(self, blocks: Iterable[torch.Tensor | np.ndarray], windows_per_chunk: int = 20
