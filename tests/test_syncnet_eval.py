@@ -12,6 +12,7 @@ import torch
 
 from syncnet import SyncNetScorer, calc_pdist, evaluate_clip, mfcc
 from syncnet import scoring
+from syncnet.mfcc import mfcc_float64
 
 torch.set_num_threads(2)
 
@@ -51,6 +52,30 @@ def test_mfcc_matches_reference(vectors):
 
 def test_mfcc_of_eval_clip_matches_reference(eval_vectors):
     np.testing.assert_allclose(mfcc(eval_vectors["audio_int16"], 16000), eval_vectors["mfcc"], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("length", [1, 399, 400, 401, 560, 16000])
+@pytest.mark.parametrize("kind", ["speech", "silence", "full_scale"])
+def test_mfcc_computes_python_speech_features_mfcc(vectors, kind, length):
+    """Our numpy front end against the package the reference calls, in float64, on speech and edge cases."""
+    python_speech_features = pytest.importorskip("python_speech_features", reason="the reference's MFCC package")
+    speech = vectors("syncnet_mfcc")["audio_int16"]
+    audio = {
+        "speech": speech[16000 : 16000 + length],
+        "silence": np.zeros(length, dtype=np.int16),   # every energy exactly zero: the eps floors
+        "full_scale": np.where(np.arange(length) % 2, 32767, -32768).astype(np.int16),
+    }[kind]
+    expected = python_speech_features.mfcc(audio, 16000)
+    ours = mfcc_float64(audio)
+    assert ours.shape == expected.shape == (1 + max(0, -(-(length - 400) // 160)), 13)
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-9)
+
+
+def test_mfcc_whole_recording_equals_the_package_to_float32(vectors):
+    python_speech_features = pytest.importorskip("python_speech_features", reason="the reference's MFCC package")
+    audio = vectors("syncnet_mfcc")["audio_int16"]
+    np.testing.assert_allclose(mfcc(audio, 16000), python_speech_features.mfcc(audio, 16000).T.astype(np.float32),
+                               rtol=0, atol=1e-5)
 
 
 def test_mfcc_rejects_other_rates(vectors):
