@@ -1,6 +1,6 @@
 """SyncNet experts: Wav2Lip's colour expert, syncnet_python's SyncNet and the LSE-D / LSE-C evaluation.
 
-A leaf package: it depends on torch, numpy, scipy, python_speech_features and einops only (and the shared
+A leaf package: it depends on torch, numpy and einops only (and the shared
 `checkpoint_io` loader).
 """
 from syncnet.color_expert import SyncNetColor, default_mel_steps, sync_loss
