@@ -56,10 +56,18 @@ class WinogradMatrices:
         return tuple(np.array(mat, dtype=np.float64).astype(dtype) for mat in (self.AT, self.G, self.BT))
 
 
-def _solve(a: list[list[Fraction]], b: list[Fraction]) -> list[Fraction]:
-    """Solve the square system ``a x = b`` exactly (Gauss-Jordan with pivot search)."""
+def _solve(a: list[list[Fraction]], rhs: list[list[Fraction]]) -> list[list[Fraction]]:
+    """Solve the square system ``a X = rhs`` exactly for all right-hand sides at once (Gauss-Jordan, pivot search).
+
+    Args:
+        a: (size, size) matrix.
+        rhs: (size, count) right-hand sides, one per column.
+
+    Returns:
+        (size, count) solution.
+    """
     size = len(a)
-    rows = [list(row) + [rhs] for row, rhs in zip(a, b)]
+    rows = [list(row) + list(extra) for row, extra in zip(a, rhs)]
     for col in range(size):
         pivot = next((r for r in range(col, size) if rows[r][col] != 0), None)
         if pivot is None:
@@ -71,7 +79,7 @@ def _solve(a: list[list[Fraction]], b: list[Fraction]) -> list[Fraction]:
             if r != col and rows[r][col] != 0:
                 factor = rows[r][col]
                 rows[r] = [v - factor * p for v, p in zip(rows[r], rows[col])]
-    return [row[-1] for row in rows]
+    return [row[size:] for row in rows]
 
 
 @lru_cache(maxsize=16)   # exact rational arithmetic takes tens of milliseconds; the result is immutable
@@ -107,19 +115,19 @@ def winograd_matrices(m: int, r: int, points: tuple[Fraction | int, ...]) -> Win
     g[n - 1][r - 1] = Fraction(1)
 
     # Unknown BT: for every input position s, sum_j AT[i, j] G[j, k] BT[j, s] = [s == i + k] for all i, k.
-    # That is m*r equations in n unknowns per column; solve the normal equations exactly, then verify.
+    # That is m*r equations in n unknowns per column; solve the normal equations exactly (all columns in one
+    # elimination: Fraction arithmetic is slow, and this runs when a scorer is first built), then verify.
     design = [[at[i][j] * g[j][k] for j in range(n)] for i in range(m) for k in range(r)]
     normal = [[sum(row[a] * row[b] for row in design) for b in range(n)] for a in range(n)]
-    bt = [[Fraction(0)] * n for _ in range(n)]
-    for s in range(n):
-        target = [Fraction(int(s == i + k)) for i in range(m) for k in range(r)]
-        rhs = [sum(row[a] * t for row, t in zip(design, target)) for a in range(n)]
-        column = _solve(normal, rhs)
-        residual = [sum(row[j] * column[j] for j in range(n)) - t for row, t in zip(design, target)]
-        if any(residual):
-            raise ValueError(f"points {points} do not give an exact F({m}, {r})")
-        for j in range(n):
-            bt[j][s] = column[j]
+    # design^T @ target, where target[(i, k), s] = [s == i + k]: sums the design rows of each s.
+    rhs = [[sum((design[i * r + k][a] for i in range(m) for k in range(r) if i + k == s), Fraction(0))
+            for s in range(n)] for a in range(n)]
+    bt = _solve(normal, rhs)
+    for i in range(m):
+        for k in range(r):
+            row = design[i * r + k]
+            if any(sum(row[j] * bt[j][s] for j in range(n)) != int(s == i + k) for s in range(n)):
+                raise ValueError(f"points {points} do not give an exact F({m}, {r})")
 
     freeze = lambda mat: tuple(tuple(row) for row in mat)  # noqa: E731 - tiny local helper
     return WinogradMatrices(m=m, r=r, points=finite, AT=freeze(at), G=freeze(g), BT=freeze(bt))
