@@ -261,7 +261,8 @@ class FastLipEncoder:
         for first_window in range(0, num_windows, chunk):
             last_window = min(num_windows, first_window + chunk)
             groups = -(-(last_window - first_window) // TEMPORAL_TILE)
-            padded = buffers.get("pooled", (chunk, padded_h, padded_w, self.first_channels), self.device, zeros=True)
+            padded = buffers.get("layer2_input", (chunk, padded_h, padded_w, self.first_channels), self.device,
+                                 zeros=True)
             padded = padded[: groups * TEMPORAL_TILE]                                    # v h w o
             for offset in range(0, last_window - first_window, TEMPORAL_TILE):
                 group_out = padded[offset : offset + TEMPORAL_TILE, pad : pad + POOLED_SIZE, pad : pad + POOLED_SIZE]

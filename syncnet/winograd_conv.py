@@ -8,7 +8,11 @@ this CPU's peak rate, so fewer multiply-adds is what is left to make the evaluat
 
 A stride-2 convolution with a 5x5 (or 6x6) kernel is first rewritten as a stride-1 3x3 convolution over the
 2x2 space-to-depth rearrangement of its input (4x the channels, each kernel tap lands in exactly one of them),
-so SyncNet's ``5x5 / 2`` layer uses the same path.
+so SyncNet's ``5x5 / 2`` layer uses the same path; its tiles are gathered straight from the padded input.
+
+Memory traffic, not arithmetic, bounds the transforms, so copies are avoided where the caller can help: outputs
+come back as views of a buffer rounded up to whole tiles, and :meth:`WinogradConv2d.convolve_padded` takes an
+input that its producer already wrote into a zero-padded buffer.
 
 Accuracy: the transforms use the interpolation points (0, 1, -1, 1/2, -2), which gave a smaller float32 error
 than (0, +-1, +-2) or (0, +-1, +-1/2) on SyncNet's layer shapes; the error measured 1.1-3.2x that of a direct
