@@ -85,6 +85,9 @@ class _DirectConv:
 
     def convolve_padded(self, padded: torch.Tensor, height: int, width: int, relu: bool = False) -> torch.Tensor:
         """``self(x, relu)`` for an ``x`` already laid out with its zero padding."""
+        if tuple(padded.shape[2:]) != self.padded_size(height, width):
+            raise ValueError(f"a padded {height}x{width} input is {self.padded_size(height, width)}, "
+                             f"got {tuple(padded.shape[2:])}")
         x = F.conv2d(padded, self.weight, self.bias, stride=self.stride)
         return x.relu_() if relu else x
 
@@ -269,7 +272,7 @@ class FastLipEncoder:
                 self._first_layer(frames, first_window + offset, buffers, out=group_out)
             # ReLU; the later layers see only the wanted windows (a group's spare ones are dropped here).
             padded = padded[: last_window - first_window].clamp_min_(0).permute(0, 3, 1, 2)   # v o h w
-            features.append(self._later_layers(padded))
+            features.append(self._later_layers(padded, buffers))
         return torch.cat(features)
 
     def stream(self, blocks: Iterable[torch.Tensor | np.ndarray], windows_per_chunk: int = 20
@@ -345,11 +348,12 @@ class FastLipEncoder:
         rows = buffers.get("pool_rows", (tile, POOLED_SIZE, CONV1_SIZE, windows.shape[-1]), self.device)
         _max_pool_3x3_stride_2(windows, rows, out)
 
-    def _later_layers(self, padded: torch.Tensor) -> torch.Tensor:
+    def _later_layers(self, padded: torch.Tensor, buffers: "_Buffers") -> torch.Tensor:
         """Layers 2-6 on (v, 96, 54, 54) maps laid out with layer 2's zero padding -> (v, 512)."""
         x = self.conv2.convolve_padded(padded, POOLED_SIZE, POOLED_SIZE)        # 256 x 26 x 26
-        pooled = torch.empty(x.shape[0], x.shape[2] // 2, x.shape[3] // 2, x.shape[1], device=x.device)
-        rows = torch.empty(x.shape[0], pooled.shape[1], x.shape[3], x.shape[1], device=x.device)
+        count, channels, height, width = x.shape
+        pooled = buffers.get("layer2_pooled", (count, height // 2, width // 2, channels), self.device)
+        rows = buffers.get("layer2_pool_rows", (count, height // 2, width, channels), self.device)
         _max_pool_3x3_stride_2(x.permute(0, 2, 3, 1), rows, pooled, padding=1)  # reads the strided view in place
         x = pooled.relu_().permute(0, 3, 1, 2)                                   # 256 x 13 x 13
         x = _convs_then_pool(x, (self.conv3, self.conv4, self.conv5), (True, True, True))  # 256 x 6 x 6
